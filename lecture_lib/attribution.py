@@ -1,0 +1,238 @@
+r"""Backpropagation-based attribution: why is this image classified as it is?
+
+Every method has the form ``method(model, inputs, target=None, **options)`` (see
+``targets``): ``inputs`` a batch ``[N, C, H, W]`` or one image ``[C, H, W]``; the result has
+the shape of ``inputs`` (``saliency``: ``[N, H, W]``). The model is left as it came.
+
+=======================  ====================================================================
+method                   what it returns
+=======================  ====================================================================
+``gradient``             :math:`w = \partial S_c / \partial I |_{I_0}` (Simonyan et al.)
+``saliency``             :math:`M_{ij} = \max_c |w_{h(i,j,c)}|` (Simonyan et al.)
+``input_x_gradient``     :math:`I \odot w`: the contribution :math:`w_i x_i` of a linear model
+``deconvnet``            the backward pass with ReLU rule :math:`(R^{l+1} > 0) R^{l+1}`
+``guided_backprop``      the backward pass with :math:`(f^l > 0)(R^{l+1} > 0) R^{l+1}`
+``integrated_gradients`` :math:`(x - x')\int_0^1 \partial f(x' + \alpha(x - x'))/\partial x\, d\alpha`
+``deeplift``             multipliers :math:`\Delta y / \Delta x` backpropagated, times :math:`x - x'`
+=======================  ====================================================================
+
+The last two share *summation to delta* (completeness): their attributions add up to
+:math:`f(x) - f(x')`. Pass ``return_gap=True`` to get that sum minus the difference as well.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .rules import check_rule, record_references, use_rescale, use_rule
+from .targets import Neuron, explaining, finish, prepare, score, target_indices
+
+
+def _backward(
+    model: nn.Module, batch: torch.Tensor, target, method: str, rule: str | None = None
+) -> torch.Tensor:
+    """``d f / d inputs`` for every example, the ReLUs following ``rule`` (None: plain autograd).
+
+    Each example's f depends on that example only, so the gradient of ``f.sum()`` holds every
+    example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters).
+    """
+    batch = batch.requires_grad_(True)
+    with explaining(model):
+        if rule is None:
+            f, _ = score(model, batch, target, method)
+        else:
+            with use_rule(rule) as mode:
+                f, _ = score(model, batch, target, method)
+            if mode.relu_calls == 0 and rule != "gradient":
+                raise ValueError(
+                    f"{method}: the model has no ReLU, so the {rule!r} rule would equal the plain "
+                    "gradient. It explains networks with ReLU activations (nn.ReLU or F.relu)."
+                )
+        (grad,) = torch.autograd.grad(f.sum(), batch)
+    return grad
+
+
+def gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
+    r"""The gradient of the target score w.r.t. the input, :math:`w = \partial S_c/\partial I|_{I_0}`:
+    the slope of the first-order Taylor expansion :math:`S_c(I) \approx w^T I + b` around the image."""
+    batch, single = prepare(model, inputs, "gradient")
+    return finish(_backward(model, batch, target, "gradient"), inputs, single)
+
+
+def saliency(
+    model: nn.Module, inputs: torch.Tensor, target=None, reduce: str = "max"
+) -> torch.Tensor:
+    r"""The image-specific class saliency map :math:`M_{ij} = \max_c |w_{h(i,j,c)}|` ``[N, H, W]``.
+
+    ``reduce="max"`` is Simonyan et al.'s max over colour channels; ``"sum"`` and ``"l2"`` are
+    other common choices, only on request.
+    """
+    if reduce not in ("max", "sum", "l2"):
+        raise ValueError(f"saliency: reduce must be 'max', 'sum' or 'l2', got reduce={reduce!r}.")
+    batch, single = prepare(model, inputs, "saliency")
+    if batch.ndim != 4:
+        raise ValueError(
+            f"saliency: expects images [N, C, H, W] or [C, H, W], got shape {tuple(inputs.shape)}."
+        )
+    w = _backward(model, batch, target, "saliency").abs()
+    if reduce == "max":
+        m = w.amax(dim=1)
+    elif reduce == "sum":
+        m = w.sum(dim=1)
+    else:
+        m = w.pow(2).sum(dim=1).sqrt()
+    return finish(m, inputs, single)
+
+
+def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
+    r"""Input times gradient, :math:`x_i\, \partial S_c/\partial x_i`: for a linear model
+    :math:`y = w^T x` exactly the contribution :math:`w_i x_i` of each input. (A pixel whose value
+    is 0 never shows up.)"""
+    batch, single = prepare(model, inputs, "input_x_gradient")
+    return finish(batch * _backward(model, batch, target, "input_x_gradient"), inputs, single)
+
+
+def deconvnet(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
+    r"""Zeiler & Fergus's DeconvNet: backpropagate with the ReLU rule
+    :math:`R^l = (R^{l+1} > 0)\, R^{l+1}` (conv: flipped kernel; max-pool: unpool to the switches)."""
+    batch, single = prepare(model, inputs, "deconvnet")
+    return finish(_backward(model, batch, target, "deconvnet", rule="deconvnet"), inputs, single)
+
+
+def guided_backprop(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
+    r"""Springenberg et al.'s guided backpropagation: the ReLU rule
+    :math:`R^l = (f^l > 0)(R^{l+1} > 0)\, R^{l+1}`, both masks of gradient and DeconvNet at once."""
+    batch, single = prepare(model, inputs, "guided_backprop")
+    return finish(_backward(model, batch, target, "guided_backprop", rule="guided"), inputs, single)
+
+
+def backprop(
+    model: nn.Module, inputs: torch.Tensor, target=None, rule: str = "gradient"
+) -> torch.Tensor:
+    """The backward pass with any of the three ReLU rules, by name (``rules.RULES``)."""
+    check_rule(rule)
+    batch, single = prepare(model, inputs, "backprop")
+    return finish(_backward(model, batch, target, "backprop", rule=rule), inputs, single)
+
+
+# --- methods with a baseline: summation to delta ----------------------------------------------
+
+
+def _baseline(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
+    """The reference input x': None (zeros, a black image), a number, one example or one per example."""
+    if baseline is None:
+        baseline = 0.0
+    reference = torch.as_tensor(baseline, dtype=batch.dtype, device=batch.device)
+    if reference.ndim == batch.ndim - 1:
+        reference = reference.unsqueeze(0)
+    try:
+        reference = torch.broadcast_to(reference, batch.shape) if reference.ndim == 0 else reference
+        torch.broadcast_shapes(reference.shape, batch.shape)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{method}: baseline of shape {tuple(reference.shape)} does not fit inputs of shape "
+            f"{tuple(batch.shape)}; give a number, one example or one baseline per example."
+        ) from error
+    if reference.shape[0] not in (1, batch.shape[0]):
+        raise ValueError(
+            f"{method}: baseline holds {reference.shape[0]} examples but inputs hold {batch.shape[0]}."
+        )
+    return reference
+
+
+def _fixed_target(model: nn.Module, batch: torch.Tensor, target, method: str):
+    """The target with ``None`` resolved on the inputs themselves (their predicted class), so
+    that points on a path to the baseline explain the same class as the input."""
+    if isinstance(target, Neuron):
+        return target
+    with torch.no_grad():
+        logits = model(batch)
+    return target_indices(target, logits, method)
+
+
+def _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap):
+    r"""The attributions, and with ``return_gap`` the completeness gap
+    :math:`\sum_i C_i - (f(x) - f(x'))` per example."""
+    result = finish(attributions, inputs, single)
+    if not return_gap:
+        return result
+    with explaining(model), torch.no_grad():
+        f_x = score(model, batch, target, "completeness")[0]
+        f_ref = score(model, reference.expand_as(batch), target, "completeness")[0]
+    gap = attributions.flatten(1).sum(dim=1) - (f_x - f_ref)
+    return result, finish(gap, inputs, single)
+
+
+def integrated_gradients(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    baseline=None,
+    steps: int = 50,
+    batch_size: int = 256,
+    return_gap: bool = False,
+    progress: bool | None = None,
+):
+    r"""Integrated gradients (Sundararajan et al. 2017) along the straight path from ``baseline`` x':
+
+    .. math:: IG_i(x) = (x_i - x'_i) \int_0^1 \frac{\partial f(x' + \alpha (x - x'))}{\partial x_i}\, d\alpha
+
+    computed with the midpoint rule, :math:`\alpha_k = (k + 1/2) / m` for ``steps`` m, with up to
+    ``batch_size`` path points per forward pass (a progress bar when there are many passes).
+    The attributions add up to f(x) - f(x') up to the quadrature error; ``return_gap=True``
+    also returns, per example, :math:`\sum_i IG_i - (f(x) - f(x'))`.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(
+            f"integrated_gradients: steps must be a positive int, got steps={steps!r}."
+        )
+    batch, single = prepare(model, inputs, "integrated_gradients")
+    reference = _baseline(baseline, batch, "integrated_gradients").expand_as(batch)
+    with explaining(model):
+        target = _fixed_target(model, batch, target, "integrated_gradients")
+    n = batch.shape[0]
+    alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
+    chunks = alphas.split(max(1, batch_size // n))
+    show = progress if progress is not None else len(chunks) > 20
+    total = torch.zeros_like(batch)
+    for chunk in tqdm(chunks, desc="integrated gradients", disable=not show, leave=False):
+        alpha = chunk.view(-1, *[1] * batch.ndim)
+        points = (reference + alpha * (batch - reference)).reshape(-1, *batch.shape[1:])
+        repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
+        grads = _backward(model, points, repeated, "integrated_gradients")
+        total += grads.view(len(chunk), *batch.shape).sum(dim=0)
+    attributions = (batch - reference) * total / steps
+    return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
+
+
+def deeplift(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    baseline=None,
+    return_gap: bool = False,
+):
+    r"""DeepLIFT with the rescale rule (Shrikumar et al. 2017), against ``baseline`` x'.
+
+    Two forward passes: the baseline's records every ReLU's and max-pool's input; the input's
+    replaces each one's backward by the multiplier :math:`m = \Delta y / \Delta x`
+    (``rules.use_rescale``). Then :math:`C_i = m_i (x_i - x'_i)` and, for any network of conv,
+    linear, ReLU and max-pool layers, :math:`\sum_i C_i = f(x) - f(x')` (summation to delta)
+    up to rounding. ``return_gap=True`` also returns that sum minus the difference.
+    A baseline shared by all examples (None, a number, one image) is run once.
+    """
+    batch, single = prepare(model, inputs, "deeplift")
+    reference = _baseline(baseline, batch, "deeplift")
+    with explaining(model):
+        with record_references() as recorded:
+            model(reference)
+        x = batch.clone().requires_grad_(True)
+        with use_rescale(recorded.records):
+            f, logits = score(model, x, target, "deeplift")
+        (multipliers,) = torch.autograd.grad(f.sum(), x)
+    if not isinstance(target, Neuron):
+        target = target_indices(target, logits, "deeplift")
+    attributions = multipliers * (batch - reference)
+    return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)

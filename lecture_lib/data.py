@@ -1,0 +1,240 @@
+"""The *shapes* data set: generated images with a ground-truth mask of the object.
+
+Every image holds one object of a known class (circle, square, triangle, cross, star) drawn at
+a random position, scale, rotation and colour over a textured, noisy background with a few
+distracting line strokes ("clutter") that belong to no class. Because the generator knows which
+pixels are the object, the course can check where an explanation points.
+
+    images, labels, masks = make_shapes(64, seed=0)
+    images: float32 [64, 3, 64, 64] in [0, 1]
+    labels: int64   [64]             index into CLASSES
+    masks:  bool    [64, 64, 64]     True on the object's pixels
+
+The same arguments always give the same tensors, whatever the global random state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star")
+
+MIN_SIZE = 16
+"""Smallest image side that still draws recognisable shapes."""
+
+_CHUNK = 512  # images generated per random stream; keeps memory bounded for large n
+
+
+def make_shapes(
+    n: int, *, seed: int = 0, size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Generate ``n`` shape images with their labels and object masks.
+
+    Args:
+        n: number of images (> 0).
+        seed: the random seed (images are generated from their own random stream, so the
+            global random state neither matters nor changes).
+        size: the side of the square images in pixels (>= 16).
+
+    Returns:
+        ``(images, labels, masks)``: float32 ``[n, 3, size, size]`` in [0, 1], int64 ``[n]``
+        (balanced: every class appears ``n // 5`` or ``n // 5 + 1`` times), bool
+        ``[n, size, size]`` (the object's pixels).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(
+            f"make_shapes: n must be a positive int (the number of images), got n={n!r}."
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:
+        raise ValueError(
+            f"make_shapes: size must be an int of at least {MIN_SIZE} pixels, got size={size!r}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"make_shapes: seed must be a non-negative int, got seed={seed!r}.")
+
+    parts = [
+        _make_chunk(start, min(start + _CHUNK, n), seed=seed, size=size)
+        for start in range(0, n, _CHUNK)
+    ]
+    images, labels, masks = (torch.cat(p) for p in zip(*parts))
+    return images, labels, masks
+
+
+def _make_chunk(
+    start: int, stop: int, *, seed: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images ``start..stop-1`` of the stream ``seed``, from their own random generator."""
+    state = np.random.SeedSequence([seed, start // _CHUNK]).generate_state(1)[0]
+    gen = torch.Generator().manual_seed(int(state))
+    m = stop - start
+
+    def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=gen)
+
+    # Balanced labels: global index modulo the number of classes, shuffled inside the chunk.
+    labels = torch.arange(start, stop) % len(CLASSES)
+    labels = labels[torch.randperm(m, generator=gen)]
+
+    # Pixel centres in [0, size), shared by every image.
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    yy, xx = coords.view(1, size, 1), coords.view(1, 1, size)
+
+    background = _background(m, size, uniform, xx, yy)
+    images = _draw_clutter(background, size, uniform, xx, yy)
+
+    # The object: position, scale and rotation; it always lies fully inside the image.
+    radius = uniform(m, low=0.2, high=0.32) * size
+    cx = radius + uniform(m) * (size - 2 * radius)
+    cy = radius + uniform(m) * (size - 2 * radius)
+    angle = uniform(m, high=2 * math.pi)
+    masks = _shape_masks(labels, xx, yy, cx, cy, radius, angle)
+
+    colour = _object_colour(background, uniform)
+    images = torch.where(masks[:, None], colour[:, :, None, None], images)
+    images = images + 0.03 * torch.randn(images.shape, generator=gen)  # sensor noise
+    return images.clamp_(0.0, 1.0), labels.long(), masks
+
+
+def _background(m, size, uniform, xx, yy) -> torch.Tensor:
+    """A desaturated base colour with a smooth wave texture: [m, 3, size, size]."""
+    base = uniform(m, 1, low=0.15, high=0.85) + uniform(m, 3, low=-0.08, high=0.08)
+    texture = torch.zeros(m, size, size)
+    for _ in range(3):  # a sum of three plane waves of random direction and frequency
+        theta = uniform(m, 1, 1, high=2 * math.pi)
+        freq = uniform(m, 1, 1, low=1.0, high=4.0) * 2 * math.pi / size
+        phase = uniform(m, 1, 1, high=2 * math.pi)
+        texture += torch.sin(freq * (xx * torch.cos(theta) + yy * torch.sin(theta)) + phase)
+    amplitude = uniform(m, 1, 1, low=0.02, high=0.08)
+    return base[:, :, None, None] + (amplitude * texture)[:, None]
+
+
+def _draw_clutter(images, size, uniform, xx, yy, strokes: int = 3) -> torch.Tensor:
+    """Thin straight strokes of random colour: distractors that belong to no class."""
+    m = images.shape[0]
+    for _ in range(strokes):
+        x0, y0 = uniform(m, 1, 1) * size, uniform(m, 1, 1) * size
+        length = uniform(m, 1, 1, low=0.15, high=0.35) * size
+        theta = uniform(m, 1, 1, high=2 * math.pi)
+        dx, dy = torch.cos(theta), torch.sin(theta)
+        along = (xx - x0) * dx + (yy - y0) * dy
+        across = (xx - x0) * -dy + (yy - y0) * dx
+        width = uniform(m, 1, 1, low=0.5, high=1.0)
+        stroke = (along.abs() <= length / 2) & (across.abs() <= width)
+        colour = uniform(m, 3)[:, :, None, None]
+        images = torch.where(stroke[:, None], colour, images)
+    return images
+
+
+def _shape_masks(labels, xx, yy, cx, cy, radius, angle) -> torch.Tensor:
+    """Boolean masks [m, size, size] of each image's object, in rotated, scaled coordinates."""
+    c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    dx = (xx - cx.view(-1, 1, 1)) / radius.view(-1, 1, 1)
+    dy = (yy - cy.view(-1, 1, 1)) / radius.view(-1, 1, 1)
+    u, v = c * dx + s * dy, -s * dx + c * dy  # object coordinates: the shape fits the unit disc
+    tests = {
+        "circle": lambda u, v: u**2 + v**2 <= 0.85**2,
+        "square": lambda u, v: torch.maximum(u.abs(), v.abs()) <= 0.72,
+        "triangle": lambda u, v: _regular_polygon(u, v, sides=3),
+        "cross": _cross,
+        "star": _star,
+    }
+    masks = torch.zeros(u.shape, dtype=torch.bool)
+    for k, name in enumerate(CLASSES):
+        chosen = labels == k
+        masks[chosen] = tests[name](u[chosen], v[chosen])
+    return masks
+
+
+def _regular_polygon(u: torch.Tensor, v: torch.Tensor, sides: int) -> torch.Tensor:
+    """Inside a regular polygon inscribed in the unit circle: every edge's half-plane holds."""
+    apothem = math.cos(math.pi / sides)
+    inside = torch.ones(u.shape, dtype=torch.bool)
+    for j in range(sides):
+        phi = 2 * math.pi * j / sides + math.pi / sides  # outward normal of edge j
+        inside &= u * math.cos(phi) + v * math.sin(phi) <= apothem
+    return inside
+
+
+def _cross(
+    u: torch.Tensor, v: torch.Tensor, arm: float = 0.9, half_width: float = 0.3
+) -> torch.Tensor:
+    """A plus sign: the union of a horizontal and a vertical bar."""
+    horizontal = (u.abs() <= arm) & (v.abs() <= half_width)
+    vertical = (v.abs() <= arm) & (u.abs() <= half_width)
+    return horizontal | vertical
+
+
+def _star(u: torch.Tensor, v: torch.Tensor, points: int = 5, inner: float = 0.45) -> torch.Tensor:
+    """A five-pointed star: fold the angle into one half-spike and test the spike's edge."""
+    sector = 2 * math.pi / points
+    r = torch.sqrt(u**2 + v**2)
+    phi = torch.remainder(torch.atan2(v, u), sector)
+    phi = torch.minimum(phi, sector - phi)  # in [0, sector / 2], the spike's tip at 0
+    px, py = r * torch.cos(phi), r * torch.sin(phi)
+    # Edge from the tip (1, 0) to the inner corner at angle sector / 2.
+    ix, iy = inner * math.cos(sector / 2), inner * math.sin(sector / 2)
+    cross = (ix - 1.0) * py - iy * (px - 1.0)  # > 0: the point lies on the origin's side
+    return cross >= 0
+
+
+def _object_colour(background: torch.Tensor, uniform) -> torch.Tensor:
+    """A saturated colour whose brightness differs from the background's by at least 0.3."""
+    m = background.shape[0]
+    hue = uniform(m, 1) * 6.0  # the colour wheel: red, yellow, green, cyan, blue, magenta
+    pure = torch.cat([(hue - 3).abs() - 1, 2 - (hue - 2).abs(), 2 - (hue - 4).abs()], dim=1).clamp(
+        0.0, 1.0
+    )
+    whiteness = uniform(m, 1, high=0.35)
+    colour = uniform(m, 1, low=0.35, high=1.0) * (pure * (1 - whiteness) + whiteness)
+    background_level = background.mean(dim=(1, 2, 3))
+    too_close = (colour.mean(dim=1) - background_level).abs() < 0.3
+    brighten = too_close & (background_level < 0.5)
+    darken = too_close & (background_level >= 0.5)
+    colour[brighten] = 0.55 + 0.45 * colour[brighten]
+    colour[darken] = 0.45 * colour[darken]
+    return colour
+
+
+# --- display helpers ------------------------------------------------------------------------
+
+
+def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image ``[C, H, W]`` (tensor or array, C in {1, 3}) as an ``[H, W, C]`` numpy array
+    for ``matplotlib.pyplot.imshow``; a grey image ``[H, W]`` or ``[1, H, W]`` gives ``[H, W]``."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise ValueError(
+            f"to_hwc: expected one image of shape [C, H, W] with C = 1 or 3, got shape {tuple(array.shape)}."
+        )
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def class_name(label: int | torch.Tensor) -> str:
+    """The name of a shapes class index, e.g. ``class_name(4) == "star"``."""
+    return CLASSES[int(label)]
+
+
+def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
+    """An image file as a float32 ``[3, H, W]`` tensor in [0, 1], resized so that the shorter
+    side is ``size`` and centre-cropped to ``size x size`` (``size=None`` keeps it as it is).
+    For an instructor's own photographs with an ImageNet model."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_image: no image file at {str(path)!r}.")
+    picture = Image.open(path).convert("RGB")
+    if size is not None:
+        scale = size / min(picture.size)
+        width, height = round(picture.width * scale), round(picture.height * scale)
+        picture = picture.resize((width, height), Image.BILINEAR)
+        left, top = (width - size) // 2, (height - size) // 2
+        picture = picture.crop((left, top, left + size, top + size))
+    array = np.asarray(picture, dtype=np.float32) / 255.0
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())

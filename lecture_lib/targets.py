@@ -1,0 +1,206 @@
+"""What an explanation explains, and the checks every method shares.
+
+Every method of the course explains one number per example, the lecture's *f*:
+
+- a class score S_c(I) (the unnormalised logit): ``target=None`` (the predicted class), an
+  int (the same class for every example) or one int per example;
+- or the activity of one channel of a named layer, ``target=Neuron("conv3", 7)``: "f is
+  visualized neuron activity" (Zeiler & Fergus).
+
+This module turns ``inputs`` and ``target`` into that number (``score``), checks what a student
+passes in (``as_batch``, ``target_indices``), and leaves the model as it came (``explaining``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """One channel of a named layer as the explained quantity.
+
+    ``f = max`` over positions of the channel's activation map (``reduce="max"``, the single
+    strongest activation that Zeiler & Fergus project back), or its ``sum`` over positions.
+    """
+
+    layer: str
+    channel: int
+    reduce: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.reduce not in ("max", "sum"):
+            raise ValueError(f"Neuron: reduce must be 'max' or 'sum', got reduce={self.reduce!r}.")
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def as_batch(inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, bool]:
+    """``inputs`` as a batch, and whether it was one example without batch dimension.
+
+    Images are ``[N, C, H, W]`` (a batch) or ``[C, H, W]`` (one image); vectors are ``[N, D]``
+    or ``[D]``. The tensor must hold finite floating-point numbers.
+    """
+    if isinstance(inputs, np.ndarray):
+        inputs = torch.from_numpy(inputs)
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(
+            f"{method}: inputs must be a torch.Tensor, got {type(inputs).__name__}. "
+            "Convert with torch.as_tensor(...)."
+        )
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"{method}: inputs must be floating point (images in [0, 1]), got dtype {inputs.dtype}. "
+            "Convert with inputs.float() (and divide 8-bit images by 255)."
+        )
+    if inputs.ndim not in (1, 2, 3, 4):
+        raise ValueError(
+            f"{method}: inputs must be a batch [N, C, H, W] or one image [C, H, W] "
+            f"(or vectors [N, D] / [D]), got shape {tuple(inputs.shape)}."
+        )
+    if inputs.numel() == 0:
+        raise ValueError(f"{method}: inputs is empty (shape {tuple(inputs.shape)}).")
+    if not torch.isfinite(inputs).all():
+        raise ValueError(f"{method}: inputs contain NaN or infinite values.")
+    single = inputs.ndim in (1, 3)
+    return (inputs.unsqueeze(0) if single else inputs), single
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a parameter-free model)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def target_indices(target, logits: torch.Tensor, method: str) -> torch.Tensor:
+    """One class index per example, as int64 ``[N]`` on the logits' device.
+
+    ``None`` picks the predicted class (the argmax of the logits ``[N, K]``).
+    """
+    n, k = logits.shape[0], logits.shape[-1]
+    if target is None:
+        return logits.detach().argmax(dim=-1)
+    if isinstance(target, Neuron):
+        raise TypeError(f"{method}: a Neuron target is not a class index.")
+    if isinstance(target, bool):
+        raise TypeError(f"{method}: target must be a class index, got the bool {target}.")
+    if isinstance(target, (int, np.integer)):
+        indices = torch.full((n,), int(target), dtype=torch.long)
+    else:
+        try:
+            indices = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(
+                f"{method}: target must be None, an int or one int per example, got {target!r}."
+            ) from error
+        if indices.is_floating_point() or indices.dtype == torch.bool:
+            raise TypeError(
+                f"{method}: target must hold integer class indices, got dtype {indices.dtype}."
+            )
+        indices = indices.reshape(-1).long()
+        if indices.numel() == 1:
+            indices = indices.expand(n)
+        if indices.numel() != n:
+            raise ValueError(
+                f"{method}: target has {indices.numel()} entries but inputs hold {n} examples; "
+                "give one class index per example, or a single int for all."
+            )
+    bad = (indices < 0) | (indices >= k)
+    if bad.any():
+        raise ValueError(
+            f"{method}: target {indices[bad][0].item()} is out of range; the model has {k} "
+            f"classes, so a target must lie in 0..{k - 1}."
+        )
+    return indices.to(logits.device)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The names of the model's layers that a ``Neuron`` or ``feature_maps`` can ask for."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str, method: str) -> nn.Module:
+    """The submodule called ``name``; an unknown name lists the valid ones."""
+    modules = dict(model.named_modules())
+    if not isinstance(name, str) or not name or name not in modules:
+        valid = ", ".join(layer_names(model))
+        raise ValueError(f"{method}: the model has no layer named {name!r}. Valid layers: {valid}.")
+    return modules[name]
+
+
+def score(
+    model: nn.Module, batch: torch.Tensor, target, method: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model on ``batch`` and return ``(f, logits)``: f ``[N]`` is the explained number
+    for each example (the target class score, or the Neuron's activity)."""
+    if isinstance(target, Neuron):
+        return _neuron_activity(model, batch, target, method)
+    logits = model(batch)
+    if logits.ndim != 2:
+        raise ValueError(
+            f"{method}: the model must return class scores of shape [N, K], got {tuple(logits.shape)}."
+        )
+    index = target_indices(target, logits, method)
+    return logits.gather(1, index[:, None]).squeeze(1), logits
+
+
+def _neuron_activity(model, batch, neuron: Neuron, method: str):
+    layer = get_layer(model, neuron.layer, method)
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        logits = model(batch)
+    finally:
+        handle.remove()
+    activation = captured[-1]  # a layer run twice (a reused ReLU) explains its last call
+    channels = activation.shape[1] if activation.ndim >= 2 else 0
+    if not 0 <= neuron.channel < channels:
+        raise ValueError(
+            f"{method}: layer {neuron.layer!r} has {channels} channels, so the Neuron's channel "
+            f"must lie in 0..{channels - 1}; got channel={neuron.channel}."
+        )
+    maps = activation[:, neuron.channel].reshape(len(batch), -1)
+    f = maps.amax(dim=1) if neuron.reduce == "max" else maps.sum(dim=1)
+    return f, logits
+
+
+# --- the model is left as it came -----------------------------------------------------------
+
+
+@contextmanager
+def explaining(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for an explanation and restore every module's mode afterwards,
+    also when the explanation raises. Methods never set ``.grad`` on parameters (they ask autograd
+    for the input's gradient only) and remove every hook they add."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def prepare(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, bool]:
+    """The usual first step of a method: a detached copy of the batch on the model's device."""
+    batch, single = as_batch(inputs, method)
+    return batch.detach().to(model_device(model), copy=True), single
+
+
+def finish(result: torch.Tensor, inputs: torch.Tensor, single: bool) -> torch.Tensor:
+    """The usual last step: detach, back to the inputs' device, drop the batch axis if added."""
+    result = result.detach().to(inputs.device if isinstance(inputs, torch.Tensor) else "cpu")
+    return result[0] if single else result

@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torch import nn
+
+from lecture_lib.data import make_shapes
+from lecture_lib.models import ShapesNet, load_imagenet, load_shapes_net
+from lecture_lib.train import TRAIN_SEED, VALIDATION_SEED, accuracy
+
+ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Linear, nn.Flatten, nn.Dropout, ShapesNet)
+
+
+def test_shipped_weights_reach_97_percent_on_unseen_shapes(shapes_net):
+    unseen = 2026
+    assert unseen not in (TRAIN_SEED, VALIDATION_SEED)
+    images, labels, _ = make_shapes(2000, seed=unseen)
+    assert accuracy(shapes_net, images, labels) >= 0.97
+
+
+def test_loaded_in_eval_mode_on_cpu(shapes_net):
+    assert not shapes_net.training
+    assert all(not m.training for m in shapes_net.modules())
+    assert next(shapes_net.parameters()).device.type == "cpu"
+
+
+def test_architecture_uses_only_the_lectures_layer_types():
+    model = ShapesNet()
+    assert all(isinstance(m, ALLOWED) for m in model.modules())
+    names = dict(model.named_children())
+    for name in ["conv1", "conv2", "conv3", "conv4", "relu1", "pool1", "fc1", "fc2"]:
+        assert name in names
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_weights_file_is_small():
+    from lecture_lib.models import WEIGHTS_PATH
+
+    assert WEIGHTS_PATH.stat().st_size <= 5 * 2**20
+
+
+def test_missing_weights_name_the_file_and_the_command(tmp_path):
+    missing = tmp_path / "nothing.pt"
+    with pytest.raises(FileNotFoundError, match="nothing.pt") as info:
+        load_shapes_net(path=missing)
+    assert "python -m lecture_lib.train" in str(info.value)
+
+
+def test_corrupt_weights_name_the_file_and_the_command(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt.pt") as info:
+        load_shapes_net(path=corrupt)
+    assert "python -m lecture_lib.train" in str(info.value)
+
+
+def test_imagenet_never_downloads_unasked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_imagenet("vgg16")
+    with pytest.raises(ValueError, match="unknown model name"):
+        load_imagenet("no_such_net")
+    assert not any(tmp_path.rglob("*.pth"))

@@ -1,0 +1,22 @@
+import torch
+
+from lecture_lib.data import make_shapes
+from lecture_lib.models import ShapesNet, load_shapes_net
+from lecture_lib.train import main, train_step
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    images, labels, _ = make_shapes(64, seed=10)
+    model = ShapesNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = [train_step(model, optimizer, images, labels) for _ in range(40)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_cli_writes_loadable_weights(tmp_path, capsys):
+    out = tmp_path / "w.pt"
+    main(["--out", str(out), "--epochs", "1", "--n-train", "128"])
+    assert "validation accuracy" in capsys.readouterr().out
+    model = load_shapes_net(path=out)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
