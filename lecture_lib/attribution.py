@@ -121,23 +121,19 @@ def backprop(
 
 
 def _baseline(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
-    """The reference input x': None (zeros, a black image), a number, one example or one per example."""
-    if baseline is None:
-        baseline = 0.0
-    reference = torch.as_tensor(baseline, dtype=batch.dtype, device=batch.device)
-    if reference.ndim == batch.ndim - 1:
+    """The reference input x' as a batch: ``None`` (zeros, a black image) or a number gives
+    ``[1, ...]``; one example ``[C, H, W]`` gives ``[1, C, H, W]``; or one per example."""
+    reference = torch.as_tensor(0.0 if baseline is None else baseline)
+    reference = reference.to(dtype=batch.dtype, device=batch.device)
+    if reference.ndim == 0:
+        reference = reference.expand(1, *batch.shape[1:])
+    elif reference.ndim == batch.ndim - 1:
         reference = reference.unsqueeze(0)
-    try:
-        reference = torch.broadcast_to(reference, batch.shape) if reference.ndim == 0 else reference
-        torch.broadcast_shapes(reference.shape, batch.shape)
-    except RuntimeError as error:
+    if reference.shape[1:] != batch.shape[1:] or reference.shape[0] not in (1, batch.shape[0]):
         raise ValueError(
-            f"{method}: baseline of shape {tuple(reference.shape)} does not fit inputs of shape "
-            f"{tuple(batch.shape)}; give a number, one example or one baseline per example."
-        ) from error
-    if reference.shape[0] not in (1, batch.shape[0]):
-        raise ValueError(
-            f"{method}: baseline holds {reference.shape[0]} examples but inputs hold {batch.shape[0]}."
+            f"{method}: baseline of shape {tuple(torch.as_tensor(baseline).shape)} does not fit "
+            f"inputs of shape {tuple(batch.shape)}; give a number, one example of shape "
+            f"{tuple(batch.shape[1:])} or one baseline per example."
         )
     return reference
 
@@ -223,6 +219,11 @@ def deeplift(
     up to rounding. ``return_gap=True`` also returns that sum minus the difference.
     A baseline shared by all examples (None, a number, one image) is run once.
     """
+    if isinstance(target, Neuron) and target.reduce != "sum":
+        raise ValueError(
+            "deeplift: a Neuron target must use reduce='sum' here (the maximum over positions is "
+            "a nonlinearity without a rescale rule); pass Neuron(layer, channel, reduce='sum')."
+        )
     batch, single = prepare(model, inputs, "deeplift")
     reference = _baseline(baseline, batch, "deeplift")
     with explaining(model):

@@ -1,0 +1,336 @@
+"""Attribution methods, each against an independent computation."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lecture_lib import attribution as A
+from lecture_lib.targets import Neuron
+
+BACKPROP_METHODS = [A.gradient, A.input_x_gradient, A.deconvnet, A.guided_backprop]
+ALL_METHODS = [*BACKPROP_METHODS, A.saliency, A.integrated_gradients, A.deeplift]
+
+
+# --- the gradient: finite differences ---------------------------------------------------------
+
+
+def test_gradient_matches_finite_differences(shapes_net, shapes_batch):
+    model = copy.deepcopy(shapes_net).double()
+    x = shapes_batch[0][:2].double()
+    grad = A.gradient(model, x, target=[1, 3])
+    generator = torch.Generator().manual_seed(0)
+    eps = 1e-6
+    for _ in range(12):
+        n = int(torch.randint(0, 2, (1,), generator=generator))
+        c, i, j = (int(torch.randint(0, s, (1,), generator=generator)) for s in (3, 64, 64))
+        up, down = x[n : n + 1].clone(), x[n : n + 1].clone()
+        up[0, c, i, j] += eps
+        down[0, c, i, j] -= eps
+        with torch.no_grad():
+            target = [1, 3][n]
+            numeric = (model(up)[0, target] - model(down)[0, target]) / (2 * eps)
+        assert abs(numeric.item() - grad[n, c, i, j].item()) < 1e-5
+
+
+def test_saliency_and_input_x_gradient_follow_from_the_gradient(shapes_net, shapes_batch):
+    x = shapes_batch[0]
+    grad = A.gradient(shapes_net, x)
+    assert torch.equal(A.saliency(shapes_net, x), grad.abs().amax(dim=1))  # max over channels
+    assert torch.equal(A.saliency(shapes_net, x, reduce="sum"), grad.abs().sum(dim=1))
+    assert torch.equal(A.input_x_gradient(shapes_net, x), x * grad)
+    assert A.saliency(shapes_net, x).shape == (8, 64, 64)
+
+
+def test_target_none_is_the_predicted_class(shapes_net, shapes_batch):
+    x = shapes_batch[0]
+    predicted = shapes_net(x).argmax(1)
+    for method in ALL_METHODS:
+        torch.testing.assert_close(method(shapes_net, x), method(shapes_net, x, target=predicted))
+
+
+def test_single_example_has_no_batch_axis(shapes_net, shapes_batch):
+    x = shapes_batch[0][:3]
+    for method in ALL_METHODS:
+        batched = method(shapes_net, x, target=2)
+        single = method(shapes_net, x[1], target=2)
+        assert single.shape == batched.shape[1:]
+        torch.testing.assert_close(single, batched[1], rtol=1e-5, atol=1e-6)
+
+
+# --- DeconvNet and guided backprop: a network computed by hand -------------------------------
+
+
+def _two_layer_net():
+    """x (2) -> linear W1, b1 -> ReLU -> linear w2 -> y (1)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 1.0], [-1.0, 1.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, -1.0, 0.5]))
+        model[2].weight.copy_(torch.tensor([[2.0, -1.0, 1.0]]))
+    return model
+
+
+def test_rules_on_a_network_computed_by_hand():
+    # Forward: h = W1 x + b1 = (-1, 3, 1.5), relu(h) = (0, 3, 1.5), y = -3 + 1.5 = -1.5.
+    # Backward: R from above = w2 = (2, -1, 1); the masks keep
+    #   gradient  (h > 0)          -> (0, -1, 1) -> W1^T R = (-3, 0)
+    #   deconvnet (R > 0)          -> (2, 0, 1)  -> W1^T R = (1, -1)
+    #   guided    (h > 0)(R > 0)   -> (0, 0, 1)  -> W1^T R = (-1, 1)
+    model, x = _two_layer_net(), torch.tensor([1.0, 2.0])
+    assert model(x).item() == -1.5
+    assert A.gradient(model, x).tolist() == [-3.0, 0.0]
+    assert A.deconvnet(model, x).tolist() == [1.0, -1.0]
+    assert A.guided_backprop(model, x).tolist() == [-1.0, 1.0]
+    assert A.backprop(model, x, rule="guided").tolist() == [-1.0, 1.0]
+
+
+def test_guided_backprop_through_max_pool_routes_to_the_switch():
+    # One 2x2 pooling region whose maximum (the switch) is at (1, 0): only it gets a gradient.
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        model[3].weight.fill_(2.0)
+    x = torch.tensor([[[0.5, -1.0], [3.0, 1.0]]])
+    for method in (A.gradient, A.deconvnet, A.guided_backprop):
+        assert method(model, x).tolist() == [[[0.0, 0.0], [2.0, 0.0]]]
+
+
+# --- integrated gradients ---------------------------------------------------------------------
+
+
+def _linear_model():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+
+
+def test_integrated_gradients_of_a_linear_model_is_gradient_times_input():
+    model, x = _linear_model(), torch.randn(5, 3, 2, 2)
+    baseline = torch.randn(3, 2, 2)
+    w = model[1].weight[2].detach().view(3, 2, 2)
+    for steps in (1, 7, 50):
+        torch.testing.assert_close(A.integrated_gradients(model, x, target=2, steps=steps), x * w)
+        torch.testing.assert_close(
+            A.integrated_gradients(model, x, target=2, baseline=baseline, steps=steps),
+            (x - baseline) * w,
+        )
+
+
+def test_integrated_gradients_completeness_on_shapes_net(shapes_net, shapes_batch):
+    x = shapes_batch[0][:4]
+    _, gap = A.integrated_gradients(shapes_net, x, steps=64, return_gap=True)
+    _, gap_fine = A.integrated_gradients(shapes_net, x, steps=512, return_gap=True)
+    with torch.no_grad():
+        logits = shapes_net(x)
+        delta = (
+            logits.max(1).values
+            - shapes_net(torch.zeros_like(x)).gather(1, logits.argmax(1, keepdim=True))[:, 0]
+        )
+    assert (gap_fine.abs() / delta.abs()).max() < 0.01  # the Riemann sum converges to f(x) - f(0)
+    assert gap_fine.abs().mean() < gap.abs().mean() + 1e-6
+
+
+def test_integrated_gradients_batches_the_path_without_changing_the_result(
+    shapes_net, shapes_batch
+):
+    x = shapes_batch[0][:3]
+    whole = A.integrated_gradients(shapes_net, x, steps=10, batch_size=1000)
+    split = A.integrated_gradients(shapes_net, x, steps=10, batch_size=3)
+    torch.testing.assert_close(whole, split, rtol=1e-5, atol=1e-7)
+
+
+# --- DeepLIFT: summation to delta -------------------------------------------------------------
+
+
+def _relative_gap(model, x, baseline, gap):
+    with torch.no_grad():
+        logits = model(x)
+        target = logits.argmax(1, keepdim=True)
+        reference = baseline if baseline.ndim == x.ndim else baseline.expand_as(x)
+        delta = logits.gather(1, target) - model(reference.expand_as(x)).gather(1, target)
+    return (gap.abs() / delta[:, 0].abs()).max().item()
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "noise", "per example", "blurred"])
+def test_deeplift_summation_to_delta_on_shapes_net(shapes_net, shapes_batch, baseline):
+    x = shapes_batch[0]
+    generator = torch.Generator().manual_seed(1)
+    references = {
+        "zeros": torch.zeros(3, 64, 64),
+        "noise": torch.rand(3, 64, 64, generator=generator),
+        "per example": torch.rand(8, 3, 64, 64, generator=generator),
+        "blurred": nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False),
+    }
+    reference = references[baseline]
+    attributions, gap = A.deeplift(shapes_net, x, baseline=reference, return_gap=True)
+    assert attributions.shape == x.shape
+    assert _relative_gap(shapes_net, x, reference, gap) < 1e-3
+
+
+def test_deeplift_on_relu_then_max_pool_computed_by_hand():
+    # Pool two values. Input x = (1, 0), baseline x' = (0, 2): y = 1, y' = 2, so delta y = -1.
+    # The gradient would send everything to x's switch (position 0) and give contributions
+    # (1 * 1, 0) = (1, 0), summing to +1: wrong sign. The rule splits delta y between the
+    # switches: delta y = t * delta x_s + (1 - t) * delta x_s' with delta x_s = 1, delta x_s' = -2,
+    # so t = 1/3 and the contributions are (1/3, -4/3), which sum to -1.
+    model = nn.Sequential(
+        nn.ReLU(), nn.MaxPool2d((1, 2)), nn.Flatten(), nn.Linear(1, 1, bias=False)
+    )
+    with torch.no_grad():
+        model[3].weight.fill_(1.0)
+    x, baseline = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 2.0]]])
+    attributions, gap = A.deeplift(model, x, baseline=baseline, return_gap=True)
+    torch.testing.assert_close(attributions, torch.tensor([[[1 / 3, -4 / 3]]]))
+    assert abs(gap.item()) < 1e-6
+
+
+def test_deeplift_with_overlapping_pools_inplace_relus_and_dropout():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(32, 6),
+        nn.ReLU(inplace=True),
+        nn.Linear(6, 3),
+    )
+    x, baseline = torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    _, gap = A.deeplift(model, x, baseline=baseline, return_gap=True)
+    assert _relative_gap(model.eval(), x, baseline, gap) < 1e-3
+
+
+def test_deeplift_of_a_linear_model_is_gradient_times_difference():
+    model, x, baseline = _linear_model(), torch.randn(4, 3, 2, 2), torch.randn(3, 2, 2)
+    w = model[1].weight[1].detach().view(3, 2, 2)
+    torch.testing.assert_close(
+        A.deeplift(model, x, target=1, baseline=baseline), (x - baseline) * w
+    )
+
+
+def test_deeplift_rejects_nonlinearities_it_has_no_rule_for():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2))
+    with pytest.raises(NotImplementedError, match="sigmoid"):
+        A.deeplift(model, torch.randn(2, 4))
+
+
+# --- neuron targets ---------------------------------------------------------------------------
+
+
+def test_neuron_target_explains_one_channels_strongest_activation(shapes_net, shapes_batch):
+    x = shapes_batch[0][:2]
+    grad = A.gradient(shapes_net, x, target=Neuron("conv3", 5))
+    # By hand: the maximum of channel 5 of conv3's output.
+    xr = x.clone().requires_grad_(True)
+    h = shapes_net.pool2(
+        shapes_net.relu2(shapes_net.conv2(shapes_net.pool1(shapes_net.relu1(shapes_net.conv1(xr)))))
+    )
+    activity = shapes_net.conv3(h)[:, 5].flatten(1).amax(1)
+    (expected,) = torch.autograd.grad(activity.sum(), xr)
+    torch.testing.assert_close(grad, expected)
+    summed = A.gradient(shapes_net, x, target=Neuron("conv3", 5, reduce="sum"))
+    assert not torch.allclose(summed, grad)
+    for method in (A.deconvnet, A.guided_backprop):
+        assert method(shapes_net, x, target=Neuron("relu4", 0)).shape == x.shape
+
+
+def test_neuron_target_with_summation_to_delta(shapes_net, shapes_batch):
+    x = shapes_batch[0][:2]
+    neuron = Neuron("conv3", 7, reduce="sum")
+    attributions, gap = A.deeplift(shapes_net, x, target=neuron, return_gap=True)
+    assert gap.abs().max() < 1e-3 * attributions.flatten(1).sum(1).abs().max()
+    with pytest.raises(ValueError, match="reduce='sum'"):
+        A.deeplift(shapes_net, x, target=Neuron("conv3", 7))
+
+
+def test_neuron_target_errors_list_what_is_valid(shapes_net, shapes_batch):
+    x = shapes_batch[0][:1]
+    with pytest.raises(ValueError, match="no layer named 'conv9'.*conv1, relu1, pool1"):
+        A.gradient(shapes_net, x, target=Neuron("conv9", 0))
+    with pytest.raises(ValueError, match="64 channels.*0..63.*channel=64"):
+        A.guided_backprop(shapes_net, x, target=Neuron("conv3", 64))
+
+
+# --- bad input speaks to the student -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_bad_inputs_are_explained(shapes_net, shapes_batch, method):
+    x = shapes_batch[0][:2]
+    name = method.__name__
+    with pytest.raises(ValueError, match=rf"{name}.*shape \(1, 2, 3, 64, 64\)"):
+        method(shapes_net, x[None])
+    with pytest.raises(TypeError, match=rf"{name}.*floating point.*torch.uint8"):
+        method(shapes_net, (x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match=rf"{name}.*target 5 is out of range.*0..4"):
+        method(shapes_net, x, target=5)
+    with pytest.raises(ValueError, match=rf"{name}.*3 entries.*2 examples"):
+        method(shapes_net, x, target=[0, 1, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        method(shapes_net, torch.full_like(x, float("nan")))
+
+
+def test_unknown_rule_and_rules_without_relu():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.rand(2, 3, 2, 2)
+    with pytest.raises(ValueError, match="Unknown rule 'deconv'"):
+        A.backprop(model, x, rule="deconv")
+    for method in (A.deconvnet, A.guided_backprop):
+        with pytest.raises(ValueError, match="no ReLU"):
+            method(model, x)
+    A.gradient(model, x)  # the gradient needs no ReLU
+
+
+def test_bad_baseline_is_explained(shapes_net, shapes_batch):
+    x = shapes_batch[0][:2]
+    for method in (A.integrated_gradients, A.deeplift):
+        with pytest.raises(ValueError, match="baseline of shape"):
+            method(shapes_net, x, baseline=torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="steps=0"):
+        A.integrated_gradients(shapes_net, x, steps=0)
+
+
+# --- nothing is changed: inputs, model ---------------------------------------------------------
+
+
+def _state(model):
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        [p.detach().clone() for p in model.parameters()],
+        [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+    )
+
+
+def _assert_same_state(before, after):
+    assert before[0] == after[0] and before[1] == after[1] and before[4] == after[4]
+    assert all(g is None for g in after[2])
+    assert all(torch.equal(p, q) for p, q in zip(before[3], after[3]))
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_model_and_inputs_are_left_as_they_came(shapes_net, shapes_batch, method):
+    model = copy.deepcopy(shapes_net).train()
+    model.conv1.weight.requires_grad_(False)
+    model.fc1.register_forward_hook(lambda *args: None)
+    x = shapes_batch[0][:2]
+    kept = x.clone()
+    before = _state(model)
+    method(model, x)
+    _assert_same_state(before, _state(model))
+    with pytest.raises(ValueError):
+        method(model, x, target=17)  # an error raised after the forward pass
+    _assert_same_state(before, _state(model))
+    with pytest.raises(ValueError):
+        method(model, x, target=Neuron("nowhere", 0))
+    _assert_same_state(before, _state(model))
+    assert torch.equal(x, kept) and not x.requires_grad
