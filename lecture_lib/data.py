@@ -230,11 +230,49 @@ def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"load_image: no image file at {str(path)!r}.")
     picture = Image.open(path).convert("RGB")
-    if size is not None:
-        scale = size / min(picture.size)
-        width, height = round(picture.width * scale), round(picture.height * scale)
-        picture = picture.resize((width, height), Image.BILINEAR)
-        left, top = (width - size) // 2, (height - size) // 2
-        picture = picture.crop((left, top, left + size, top + size))
+    if size is None:
+        array = np.asarray(picture, dtype=np.float32) / 255.0
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+    return _resize_crop(picture, size)
+
+
+SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+"""Public-domain photographs that scikit-image ships (an optional dependency: ``photos`` extra)."""
+
+
+def sample_photos(names: tuple[str, ...] = SAMPLE_PHOTOS, size: int = 224) -> torch.Tensor:
+    """Natural photographs for the ImageNet models, ``[len(names), 3, size, size]`` in [0, 1].
+
+    Uses scikit-image's bundled samples (``pip install -e ".[photos]"``); nothing is downloaded.
+    For your own photographs use ``load_image(path)``.
+    """
+    try:
+        from skimage import data as samples
+    except ImportError as error:
+        raise ImportError(
+            'sample_photos needs scikit-image (pip install -e ".[photos]"); or load your own '
+            "photographs with lecture_lib.data.load_image(path)."
+        ) from error
+    from PIL import Image
+
+    photos = []
+    for name in names:
+        array = getattr(samples, name)()
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        picture = Image.fromarray(array[..., :3])
+        photos.append(_resize_crop(picture, size))
+    return torch.stack(photos)
+
+
+def _resize_crop(picture, size: int) -> torch.Tensor:
+    """A PIL image resized so its shorter side is ``size``, centre-cropped, as [3, size, size]."""
+    from PIL import Image
+
+    scale = size / min(picture.size)
+    width, height = round(picture.width * scale), round(picture.height * scale)
+    picture = picture.resize((width, height), Image.BILINEAR)
+    left, top = (width - size) // 2, (height - size) // 2
+    picture = picture.crop((left, top, left + size, top + size))
     array = np.asarray(picture, dtype=np.float32) / 255.0
     return torch.from_numpy(array.transpose(2, 0, 1).copy())

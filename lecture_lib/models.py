@@ -85,18 +85,33 @@ def load_shapes_net(
 # --- optional ImageNet models (instructors with the weights) --------------------------------
 
 
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per colour channel: lets an ImageNet model take images in [0, 1], so
+    its attributions live in the picture's own space, as ShapesNet's do."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
 def load_imagenet(
     name: str = "vgg16", *, download: bool = False, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, object, list[str]]:
-    """A torchvision ImageNet classifier, its preprocessing and its 1000 class names.
+) -> tuple[nn.Module, list[str]]:
+    """A torchvision ImageNet classifier that takes images in [0, 1], and its 1000 class names.
 
-    Uses weights already in the local torch cache (``torch.hub.get_dir()/checkpoints``).
-    Nothing is downloaded unless ``download=True``; without the file, the error says which file
-    is missing and how to get it.
-
-    Returns:
-        ``(model, preprocess, class_names)``: the model in eval mode on ``device``; the
-        torchvision transform that turns a PIL image into a normalised tensor; the category names.
+    The model is ``nn.Sequential(Normalize(ImageNet mean, std), torchvision model)`` in eval
+    mode; feed it ``data.load_image(path)`` (224 x 224). It uses weights already in the local
+    torch cache (``torch.hub.get_dir()/checkpoints``); nothing is downloaded unless
+    ``download=True``, and without the file the error says which file is missing and how to
+    get it.
     """
     import torchvision
 
@@ -112,7 +127,20 @@ def load_imagenet(
         raise FileNotFoundError(
             f"load_imagenet: the {name} weights are not in the local torch cache (expected "
             f"{cached}). With internet access, call load_imagenet({name!r}, download=True) once, "
-            f"or copy the file {Path(weights.url).name} from {weights.url} to that folder."
+            f"or copy the file {Path(weights.url).name} from {weights.url} to that folder. "
+            "The course's default model, ShapesNet, needs nothing: load_model('shapes')."
         )
-    model = torchvision.models.get_model(name, weights=weights)
-    return model.to(device).eval(), weights.transforms(), list(weights.meta["categories"])
+    network = torchvision.models.get_model(name, weights=weights)
+    model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), network)
+    return model.to(device).eval(), list(weights.meta["categories"])
+
+
+def load_model(
+    name: str = "shapes", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, list[str]]:
+    """The model a notebook explains, by the name in its parameters cell, and its class names:
+    ``"shapes"`` (the shipped ShapesNet, offline) or a torchvision ImageNet name such as
+    ``"vgg16"`` (an opt-in that needs the weights, see ``load_imagenet``)."""
+    if name == "shapes":
+        return load_shapes_net(device), list(CLASSES)
+    return load_imagenet(name, device=device)

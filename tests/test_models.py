@@ -59,3 +59,22 @@ def test_imagenet_never_downloads_unasked(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown model name"):
         load_imagenet("no_such_net")
     assert not any(tmp_path.rglob("*.pth"))
+
+
+def test_load_model_by_notebook_name():
+    from lecture_lib.data import CLASSES
+    from lecture_lib.models import load_model
+
+    model, names = load_model("shapes")
+    assert isinstance(model, ShapesNet) and names == list(CLASSES) and not model.training
+
+
+def test_normalize_lets_imagenet_models_take_images_in_0_1():
+    from lecture_lib.models import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+    layer = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    x = torch.rand(2, 3, 4, 4)
+    expected = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None
+    ]
+    torch.testing.assert_close(layer(x), expected)
