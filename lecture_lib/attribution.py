@@ -27,7 +27,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .rules import check_rule, record_references, use_rescale, use_rule
-from .targets import Neuron, explaining, finish, prepare, score, target_indices
+from .targets import (
+    Neuron,
+    baseline_batch,
+    explaining,
+    finish,
+    fix_target,
+    prepare,
+    score,
+    target_indices,
+)
 
 
 def _backward(
@@ -120,34 +129,6 @@ def backprop(
 # --- methods with a baseline: summation to delta ----------------------------------------------
 
 
-def _baseline(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
-    """The reference input x' as a batch: ``None`` (zeros, a black image) or a number gives
-    ``[1, ...]``; one example ``[C, H, W]`` gives ``[1, C, H, W]``; or one per example."""
-    reference = torch.as_tensor(0.0 if baseline is None else baseline)
-    reference = reference.to(dtype=batch.dtype, device=batch.device)
-    if reference.ndim == 0:
-        reference = reference.expand(1, *batch.shape[1:])
-    elif reference.ndim == batch.ndim - 1:
-        reference = reference.unsqueeze(0)
-    if reference.shape[1:] != batch.shape[1:] or reference.shape[0] not in (1, batch.shape[0]):
-        raise ValueError(
-            f"{method}: baseline of shape {tuple(torch.as_tensor(baseline).shape)} does not fit "
-            f"inputs of shape {tuple(batch.shape)}; give a number, one example of shape "
-            f"{tuple(batch.shape[1:])} or one baseline per example."
-        )
-    return reference
-
-
-def _fixed_target(model: nn.Module, batch: torch.Tensor, target, method: str):
-    """The target with ``None`` resolved on the inputs themselves (their predicted class), so
-    that points on a path to the baseline explain the same class as the input."""
-    if isinstance(target, Neuron):
-        return target
-    with torch.no_grad():
-        logits = model(batch)
-    return target_indices(target, logits, method)
-
-
 def _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap):
     r"""The attributions, and with ``return_gap`` the completeness gap
     :math:`\sum_i C_i - (f(x) - f(x'))` per example."""
@@ -185,9 +166,9 @@ def integrated_gradients(
             f"integrated_gradients: steps must be a positive int, got steps={steps!r}."
         )
     batch, single = prepare(model, inputs, "integrated_gradients")
-    reference = _baseline(baseline, batch, "integrated_gradients").expand_as(batch)
+    reference = baseline_batch(baseline, batch, "integrated_gradients").expand_as(batch)
     with explaining(model):
-        target = _fixed_target(model, batch, target, "integrated_gradients")
+        _, target = fix_target(model, batch, target, "integrated_gradients")
     n = batch.shape[0]
     alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
     chunks = alphas.split(max(1, batch_size // n))
@@ -225,7 +206,7 @@ def deeplift(
             "a nonlinearity without a rescale rule); pass Neuron(layer, channel, reduce='sum')."
         )
     batch, single = prepare(model, inputs, "deeplift")
-    reference = _baseline(baseline, batch, "deeplift")
+    reference = baseline_batch(baseline, batch, "deeplift")
     with explaining(model):
         with record_references() as recorded:
             model(reference)

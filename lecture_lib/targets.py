@@ -125,6 +125,41 @@ def target_indices(target, logits: torch.Tensor, method: str) -> torch.Tensor:
     return indices.to(logits.device)
 
 
+def fix_target(model: nn.Module, batch: torch.Tensor, target, method: str):
+    """``(f(x), target)`` with ``target=None`` resolved once on the unchanged inputs (their
+    predicted class), so that perturbed copies or points on a path to a baseline all explain
+    the class of the input itself. A Neuron stays as it is. No gradient is recorded."""
+    with torch.no_grad():
+        f, logits = score(model, batch, target, method)
+    if not isinstance(target, Neuron):
+        target = target_indices(target, logits, method)
+    return f, target
+
+
+def select(target, examples: torch.Tensor):
+    """The target of copies made from ``examples``: class indices follow their example,
+    a Neuron is shared."""
+    return target if isinstance(target, Neuron) else target[examples]
+
+
+def baseline_batch(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
+    """The reference input x' as a batch: ``None`` (zeros, a black image) or a number gives
+    ``[1, ...]``; one example ``[C, H, W]`` gives ``[1, C, H, W]``; or one per example."""
+    reference = torch.as_tensor(0.0 if baseline is None else baseline)
+    reference = reference.to(dtype=batch.dtype, device=batch.device)
+    if reference.ndim == 0:
+        reference = reference.expand(1, *batch.shape[1:])
+    elif reference.ndim == batch.ndim - 1:
+        reference = reference.unsqueeze(0)
+    if reference.shape[1:] != batch.shape[1:] or reference.shape[0] not in (1, batch.shape[0]):
+        raise ValueError(
+            f"{method}: baseline of shape {tuple(torch.as_tensor(baseline).shape)} does not fit "
+            f"inputs of shape {tuple(batch.shape)}; give a number, one example of shape "
+            f"{tuple(batch.shape[1:])} or one baseline per example."
+        )
+    return reference
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """The names of the model's layers that a ``Neuron`` or ``feature_maps`` can ask for."""
     return [name for name, _ in model.named_modules() if name]

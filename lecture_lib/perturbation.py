@@ -1,0 +1,210 @@
+r"""Perturbation-based attribution (lecture, "Perturbation-based approaches").
+
+"Introducing perturbations to individual inputs or neurons and observe the impact on later
+neurons or the output." Each perturbation costs one more forward pass and compares two
+numbers, the explained score f (``targets``) before and after:
+
+.. math:: \Delta f = f(x) - f(x_{\text{perturbed}})
+
+``occlusion``
+    Zeiler & Fergus's occlusion experiment: slide a square window over the image, grey (or
+    black) it out, and record how much the score drops. Each pixel gets the mean drop of the
+    windows that cover it.
+``single_feature``
+    Remove one input feature at a time: the lecture's "requires 2 passes" per feature. Meant
+    for small inputs such as ``saturation.SaturatingToy``, where it shows the other weakness on
+    the slide: it "may underestimate the importance of features that have saturated their
+    contribution to the output".
+
+The perturbed copies run through the model ``batch_size`` at a time, so memory stays bounded;
+a progress bar appears when there are many forward passes (more than 20) or ``progress=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .targets import baseline_batch, explaining, finish, fix_target, prepare, score, select
+
+MAX_FEATURES = 100_000
+"""``single_feature`` refuses examples with more features than this (use ``occlusion``)."""
+
+SHOW_PROGRESS_ABOVE = 20
+"""A progress bar appears when a method needs more forward batches than this."""
+
+
+def _check_positive_int(value, name: str, method: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{method}: {name} must be a positive int, got {name}={value!r}.")
+    return value
+
+
+def window_positions(side: int, window: int, stride: int) -> list[int]:
+    """Where a window starts along one axis: ``0, stride, 2 stride, ...`` and always
+    ``side - window``, so that the last pixels are covered too.
+
+    >>> window_positions(64, 8, 4)[-3:]
+    [48, 52, 56]
+    >>> window_positions(64, 10, 7)
+    [0, 7, 14, 21, 28, 35, 42, 49, 54]
+    """
+    positions = list(range(0, side - window + 1, stride))
+    if positions[-1] != side - window:
+        positions.append(side - window)
+    return positions
+
+
+def occlusion(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    window: int = 8,
+    stride: int = 4,
+    baseline=0.0,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    r"""Occlusion sensitivity (Zeiler & Fergus 2013) ``[N, H, W]``: how much the target score
+    drops when a square of the image is hidden.
+
+    For every window position :math:`w` (a ``window`` x ``window`` square, all colour
+    channels), :math:`x_{\setminus w}` is the image with that square replaced by ``baseline``:
+
+    .. math:: \Delta f_w = f(x) - f(x_{\setminus w}), \qquad
+              A_{ij} = \operatorname{mean}_{w \ni (i, j)} \Delta f_w
+
+    A positive :math:`A_{ij}` means hiding the pixel lowers the score: it spoke *for* the class.
+
+    Args:
+        model: the network, left as it came.
+        inputs: images ``[N, C, H, W]`` or one image ``[C, H, W]`` (never modified).
+        target: ``None`` (each image's predicted class, decided once on the unoccluded image),
+            a class index, one per image, or a ``targets.Neuron``.
+        window: the side of the square in pixels (at most the image's side).
+        stride: the step between window positions (at most ``window``, so every pixel is
+            covered); the positions are ``0, stride, 2 stride, ...`` and always the last one,
+            ``side - window``.
+        baseline: what fills the window: a number (0.0 black, 0.5 grey), or an image of the
+            input's shape (one for all, or one per image) whose pixels are copied in.
+        batch_size: occluded copies per forward pass (bounds the memory used).
+        progress: show a progress bar; ``None`` shows one when there are more than 20 passes.
+
+    Returns:
+        ``[N, H, W]`` (``[H, W]`` for one image), on the inputs' device.
+    """
+    method = "occlusion"
+    batch, single = prepare(model, inputs, method)
+    if batch.ndim != 4:
+        raise ValueError(
+            f"{method}: expects images [N, C, H, W] or one image [C, H, W], "
+            f"got inputs of shape {tuple(inputs.shape)}."
+        )
+    n, _, height, width = batch.shape
+    _check_positive_int(window, "window", method)
+    _check_positive_int(stride, "stride", method)
+    _check_positive_int(batch_size, "batch_size", method)
+    if window > min(height, width):
+        raise ValueError(
+            f"{method}: window={window} is larger than the image ({height} x {width} pixels); "
+            f"choose a window of at most {min(height, width)}."
+        )
+    if stride > window:
+        raise ValueError(
+            f"{method}: stride={stride} is larger than window={window}, so some pixels would "
+            "lie under no window; choose stride <= window."
+        )
+    reference = baseline_batch(baseline, batch, method).expand_as(batch)
+
+    rows = torch.tensor(window_positions(height, window, stride), device=batch.device)
+    cols = torch.tensor(window_positions(width, window, stride), device=batch.device)
+    in_row = _covers(rows, height, window)  # [R, H]: window row r covers pixel row i
+    in_col = _covers(cols, width, window)  # [S, W]
+    # how many windows cover each pixel: (row windows covering i) x (column windows covering j)
+    counts = in_row.sum(0).to(batch.dtype)[:, None] * in_col.sum(0).to(batch.dtype)[None, :]
+
+    # every (image, window) pair, flattened: pair p is image p // W_n, window p % W_n
+    n_windows = len(rows) * len(cols)
+    pairs = torch.arange(n * n_windows, device=batch.device)
+    chunks = pairs.split(batch_size)
+    show = progress if progress is not None else len(chunks) > SHOW_PROGRESS_ABOVE
+    drops = torch.zeros(n, height, width, dtype=batch.dtype, device=batch.device)
+    with explaining(model), torch.no_grad():
+        f_x, target = fix_target(model, batch, target, method)
+        for chunk in tqdm(chunks, desc=method, disable=not show, leave=False):
+            examples, windows = chunk // n_windows, chunk % n_windows
+            hidden = in_row[windows // len(cols), :, None] & in_col[windows % len(cols), None, :]
+            occluded = torch.where(hidden[:, None], reference[examples], batch[examples])
+            f_occluded, _ = score(model, occluded, select(target, examples), method)
+            drop = f_x[examples] - f_occluded
+            drops.index_add_(0, examples, drop[:, None, None] * hidden)
+    return finish(drops / counts, inputs, single)
+
+
+def _covers(starts: torch.Tensor, side: int, window: int) -> torch.Tensor:
+    """``[len(starts), side]`` bool: the window starting at ``starts[k]`` covers pixel ``i``."""
+    pixels = torch.arange(side, device=starts.device)
+    return (pixels >= starts[:, None]) & (pixels < starts[:, None] + window)
+
+
+def single_feature(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    baseline=0.0,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    r"""Single-feature perturbation: the drop of the score when one input feature is removed.
+
+    .. math:: A_i = f(x) - f(x_{i \leftarrow x'_i})
+
+    where :math:`x_{i \leftarrow x'_i}` is x with feature i (one element of the example) set
+    to the baseline. Two passes per feature, as on the slide; on the saturating toy at (1, 1)
+    it gives (0, 0): removing either input alone changes nothing.
+
+    Args:
+        model: the network, left as it came.
+        inputs: a batch ``[N, ...]`` or one example; at most 100,000 features per example
+            (for images use ``occlusion``, which hides squares instead of single values).
+        target: ``None`` (the predicted class of the unperturbed input), a class index, one
+            per example, or a ``targets.Neuron``.
+        baseline: the value a removed feature takes: a number, one example or one per example.
+        batch_size: perturbed copies per forward pass.
+        progress: show a progress bar; ``None`` shows one when there are more than 20 passes.
+
+    Returns:
+        the shape of ``inputs``, on the inputs' device.
+    """
+    method = "single_feature"
+    batch, single = prepare(model, inputs, method)
+    _check_positive_int(batch_size, "batch_size", method)
+    n = batch.shape[0]
+    features = math.prod(batch.shape[1:])
+    if features > MAX_FEATURES:
+        raise ValueError(
+            f"{method}: each example has {features:,} features (shape "
+            f"{tuple(batch.shape[1:])}), which would take {features:,} forward passes per "
+            f"example; this method is meant for small inputs (at most {MAX_FEATURES:,}). "
+            "For images use perturbation.occlusion, which hides a window of pixels at a time."
+        )
+    reference = baseline_batch(baseline, batch, method).expand_as(batch).reshape(n, features)
+    flat = batch.reshape(n, features)
+
+    chunks = torch.arange(n * features, device=batch.device).split(batch_size)
+    show = progress if progress is not None else len(chunks) > SHOW_PROGRESS_ABOVE
+    drops = torch.empty(n * features, dtype=batch.dtype, device=batch.device)
+    with explaining(model), torch.no_grad():
+        f_x, target = fix_target(model, batch, target, method)
+        for chunk in tqdm(chunks, desc=method, disable=not show, leave=False):
+            examples, feature = chunk // features, chunk % features
+            perturbed = flat[examples].clone()
+            rows = torch.arange(len(chunk), device=batch.device)
+            perturbed[rows, feature] = reference[examples, feature]
+            perturbed = perturbed.view(len(chunk), *batch.shape[1:])
+            f_perturbed, _ = score(model, perturbed, select(target, examples), method)
+            drops[chunk] = f_x[examples] - f_perturbed
+    return finish(drops.view(batch.shape), inputs, single)
