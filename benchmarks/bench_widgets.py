@@ -1,0 +1,142 @@
+"""How long a student waits after moving a control of an explorer (``lecture_lib.widgets``).
+
+    python benchmarks/bench_widgets.py [--repeats 5] [--class-model-repeats 2] [--threads N]
+
+One update = compute what is not cached yet + redraw the figure + encode it as PNG. Each row
+is the mean of several updates on ShapesNet (64 x 64 images), next to one plain forward +
+backward pass of ShapesNet on one image, the baseline, measured in the same run. "new" rows
+empty the explorer's cache first (the first visit of a setting); "cached" rows redraw a
+setting seen before. "best" is the fastest of the repeats, the better guess on a busy machine;
+"x base" and "best x" divide the mean by the baseline's mean and the best by its best. The
+target is at most 100 ms per update; the class model runs a whole
+gradient ascent per new setting and is expected to take longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+from lecture_lib import widgets  # noqa: E402
+from lecture_lib.data import make_shapes  # noqa: E402
+from lecture_lib.models import load_shapes_net  # noqa: E402
+
+LIMIT_MS = 100.0
+
+
+def timed(action, repeats: int) -> tuple[float, float]:
+    """Mean and best wall time of ``action()`` in milliseconds, after one warm-up call.
+    (The best of several is the better guess of the cost on a machine that is busy.)"""
+    action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
+    return sum(times) / repeats, min(times)
+
+
+def fresh(explorer: widgets.Explorer):
+    """An update that finds nothing in the cache."""
+
+    def action():
+        explorer.cache.clear()
+        explorer.update()
+        assert explorer.error is None, explorer.error
+
+    return action
+
+
+def next_image(explorer: widgets.Explorer):
+    """Move the image slider on by one (what a student does most)."""
+    slider = explorer.controls["image"]
+
+    def action():
+        slider.value = (slider.value + 1) % (slider.max + 1)
+        assert explorer.error is None, explorer.error
+
+    return action
+
+
+def forward_backward(model, image):
+    def action():
+        x = image[None].clone().requires_grad_(True)
+        model(x)[0, 0].backward()
+
+    return action
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--class-model-repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args()
+    r = args.repeats
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    model = load_shapes_net()
+    images, labels, _ = make_shapes(4, seed=2026)
+    baseline = timed(forward_backward(model, images[0]), 4 * r)
+    rows: list[tuple[str, tuple[float, float]]] = []
+
+    start = time.perf_counter()
+    browser = widgets.feature_map_browser(model, images)
+    build = 1000 * (time.perf_counter() - start)
+    rows.append(("feature maps: build (maps of 4 images, once)", (build, build)))
+    with browser.hold():
+        browser.controls["layer"].value = "relu2"
+    rows.append(("feature maps: next image, one channel", timed(next_image(browser), r)))
+    with browser.hold():
+        browser.controls["view"].value = "all channels"
+    rows.append(("feature maps: next image, all 32 channels", timed(next_image(browser), r)))
+
+    methods = widgets.method_explorer(model, images, labels)
+    for method in widgets.METHODS:
+        with methods.hold():
+            methods.controls["method"].value = method
+        rows.append((f"methods: {method}, new", timed(fresh(methods), r)))
+    rows.append(("methods: deeplift, cached", timed(methods.update, r)))
+
+    start = time.perf_counter()
+    occlusion = widgets.occlusion_explorer(model, images)  # window 16, stride 8
+    build = 1000 * (time.perf_counter() - start)
+    rows.append(("occlusion: build (4 images at window 16, stride 8)", (build, build)))
+    rows.append(
+        ("occlusion: next image, at the starting settings", timed(next_image(occlusion), r))
+    )
+    for window, stride in ((16, 8), (16, 4), (8, 4)):
+        with occlusion.hold():
+            occlusion.controls["window"].value = window
+            occlusion.controls["stride"].value = stride
+        rows.append(
+            (f"occlusion: window {window}, stride {stride}, new", timed(fresh(occlusion), r))
+        )
+
+    class_models = widgets.class_model_explorer(model, steps=100)
+    rows.append(
+        ("class model: 100 steps, new", timed(fresh(class_models), args.class_model_repeats))
+    )
+    rows.append(("class model: cached", timed(class_models.update, r)))
+
+    print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
+    header = f"{'update':52s} {'mean ms':>8s} {'best ms':>8s} {'x base':>7s} {'best x':>7s}"
+    print(f"{header}  mean <= {LIMIT_MS:.0f} ms")
+    rows.insert(0, ("baseline: ShapesNet forward + backward, 1 image", baseline))
+    for name, (mean, best) in rows:
+        ratios = f"{mean / baseline[0]:7.1f} {best / baseline[1]:7.1f}"
+        verdict = "yes" if mean <= LIMIT_MS else "no"
+        print(f"{name:52s} {mean:8.1f} {best:8.1f} {ratios}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,684 @@
+r"""Pictures for the course: images, attribution maps, feature maps, filters, the ReLU tables.
+
+Every function draws one figure and returns it (a ``matplotlib.figure.Figure``); in a notebook
+it shows once, whether the call is the cell's last line or not. Arguments are
+tensors or numpy arrays and carry the same names everywhere: ``images``, ``attributions``,
+``titles``, ``ncols``, ``cmap``.
+
+Images are a batch ``[N, C, H, W]``, one image ``[C, H, W]`` (C = 3: RGB in [0, 1]; C = 1:
+grey) or a grey ``[H, W]``; a ``[N, H, W]`` array with N not 1 or 3 is a batch of grey maps.
+
+How an attribution map is coloured (``map_style``):
+
+- signed (any value below 0, or ``signed=True``): the diverging ``"RdBu_r"`` centred at zero,
+  red for positive, blue for negative, limits :math:`\pm v` with v the ``clip``-th percentile
+  of :math:`|a|` (so one extreme pixel does not wash out the rest);
+- magnitudes (every value :math:`\ge 0`): the sequential ``"magma"`` from 0 to v;
+- a 3-channel attribution ``[3, H, W]`` is summed over the colour channels (``reduce="sum"``,
+  which keeps the sign), or reduced to :math:`\max_c |a_c|` (``"max"``, Simonyan's saliency),
+  or shown as an RGB image :math:`0.5 + a / (2v)` (``"rgb"``, the classic guided backprop look).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
+
+from .data import CLASSES, to_hwc
+from .rules import relu_backward
+from .targets import as_batch, explaining, model_device
+
+DIVERGING = "RdBu_r"
+"""Colormap of signed maps: red positive, white zero, blue negative."""
+
+SEQUENTIAL = "magma"
+"""Colormap of magnitudes: black 0, bright large."""
+
+REDUCTIONS: tuple[str, ...] = ("sum", "max", "rgb")
+"""How a 3-channel attribution becomes a picture (see the module's docstring)."""
+
+RULE_FORMULAS = {
+    "gradient": r"$(f^l > 0)\, R^{l+1}$",
+    "deconvnet": r"$(R^{l+1} > 0)\, R^{l+1}$",
+    "guided": r"$(f^l > 0)(R^{l+1} > 0)\, R^{l+1}$",
+}
+
+
+# --- checking what comes in -----------------------------------------------------------------
+
+
+def _array(values, name: str, function: str) -> np.ndarray:
+    """A float numpy copy of a tensor, array or nested list; empty or non-finite input raises."""
+    if isinstance(values, torch.Tensor):
+        array = values.detach().cpu().double().numpy()
+    else:
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{function}: {name} must be a tensor or a numpy array of numbers, "
+                f"got {type(values).__name__}."
+            ) from error
+    if array.size == 0:
+        raise ValueError(f"{function}: {name} is empty (shape {array.shape}).")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{function}: {name} contains NaN or infinite values.")
+    return array
+
+
+def _one_image(array: np.ndarray, function: str) -> np.ndarray:
+    """One image as ``[H, W, 3]`` (RGB) or ``[H, W]`` (grey), as ``imshow`` wants it."""
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[0] in (1, 3)):
+        return to_hwc(array)
+    raise ValueError(
+        f"{function}: expected one image [3, H, W], [1, H, W] or [H, W], "
+        f"got shape {tuple(array.shape)}."
+    )
+
+
+def image_list(images, function: str = "show_images") -> list[np.ndarray]:
+    """``images`` (a batch, one image, or a list of images) as a list of ``imshow`` arrays."""
+    if isinstance(images, (list, tuple)):
+        return [_one_image(_array(image, "images", function), function) for image in images]
+    array = _array(images, "images", function)
+    if array.ndim == 4:
+        if array.shape[1] not in (1, 3):
+            raise ValueError(
+                f"{function}: a batch of images must be [N, C, H, W] with C = 1 or 3, "
+                f"got shape {tuple(array.shape)}."
+            )
+        return [_one_image(image, function) for image in array]
+    if array.ndim == 3 and array.shape[0] not in (1, 3):
+        return list(array)  # a batch of grey maps [N, H, W]
+    return [_one_image(array, function)]
+
+
+def _check_ncols(ncols, function: str) -> int:
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"{function}: ncols must be a positive int, got ncols={ncols!r}.")
+    return ncols
+
+
+def _check_titles(titles, n: int, function: str) -> list[str] | None:
+    if titles is None:
+        return None
+    if isinstance(titles, str) or len(titles) != n:
+        raise ValueError(
+            f"{function}: titles must be a list of {n} strings (one per picture), got {titles!r}."
+        )
+    return [str(title) for title in titles]
+
+
+# --- figure helpers -------------------------------------------------------------------------
+
+
+class NotebookFigure(Figure):
+    """A Figure that Jupyter shows once.
+
+    Jupyter's inline backend shows every open pyplot figure at the end of a cell, and would show
+    a Figure that is the cell's last value a second time, as its result. This one, when Jupyter
+    displays it, shows itself and lets go of pyplot, so the end of the cell does not repeat it.
+    """
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Image, display
+
+        plt.close(self)
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        display(Image(buffer.getvalue()))
+
+
+def _subplots(*args, **kwargs):
+    """``plt.subplots`` with a ``NotebookFigure`` and constrained layout."""
+    return plt.subplots(*args, FigureClass=NotebookFigure, layout="constrained", **kwargs)
+
+
+def _grid(n: int, ncols: int, size: float, function: str) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` axes in rows of ``ncols``, ticks off, unused axes removed."""
+    ncols = min(_check_ncols(ncols, function), n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = _subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    for ax in axes[:n]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The given axes and its figure, or a new figure with one axes."""
+    if ax is None:
+        fig, ax = _subplots(figsize=figsize)
+        return fig, ax
+    return ax.get_figure(root=True), ax
+
+
+def draw_image(ax: Axes, image: np.ndarray, title: str | None = None, cmap: str = "gray"):
+    """One ``[H, W, 3]`` or ``[H, W]`` picture in ``ax``, without ticks; returns the AxesImage."""
+    shown = ax.imshow(image, cmap=None if image.ndim == 3 else cmap, interpolation="nearest")
+    ax.set_axis_off()
+    if title is not None:
+        ax.set_title(title)
+    return shown
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def show_images(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    *,
+    cmap: str = "gray",
+    rescale: bool = False,
+    size: float = 2.0,
+) -> Figure:
+    """A grid of images, ``ncols`` per row, ``size`` inches each.
+
+    RGB images must lie in [0, 1]; ``rescale=True`` stretches each image to [0, 1] first
+    (min-max), e.g. for a class model image. Grey images use ``cmap`` on their own range.
+    """
+    pictures = image_list(images, "show_images")
+    titles = _check_titles(titles, len(pictures), "show_images")
+    if rescale:
+        pictures = [_stretch(picture) for picture in pictures]
+    for k, picture in enumerate(pictures):
+        if picture.ndim == 3 and (picture.min() < -1e-6 or picture.max() > 1 + 1e-6):
+            raise ValueError(
+                f"show_images: RGB image {k} has values in [{picture.min():.3g}, "
+                f"{picture.max():.3g}], outside [0, 1]. Pass rescale=True to stretch each image "
+                "to [0, 1], or draw an attribution with heatmap()."
+            )
+    fig, axes = _grid(len(pictures), ncols, size, "show_images")
+    for k, (ax, picture) in enumerate(zip(axes, pictures)):
+        draw_image(ax, np.clip(picture, 0, 1) if picture.ndim == 3 else picture, cmap=cmap)
+        if titles is not None:
+            ax.set_title(titles[k])
+    return fig
+
+
+def _stretch(picture: np.ndarray) -> np.ndarray:
+    """Min-max scaled to [0, 1]; a constant picture becomes 0.5."""
+    low, high = picture.min(), picture.max()
+    return (picture - low) / (high - low) if high > low else np.full_like(picture, 0.5)
+
+
+# --- attribution maps -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapStyle:
+    """How one attribution map is drawn: ``values`` ``[H, W]`` (``[H, W, 3]`` for ``"rgb"``),
+    the colormap (None for RGB), the colour limits, and whether the map counts as signed."""
+
+    values: np.ndarray
+    cmap: str | None
+    vmin: float
+    vmax: float
+    signed: bool
+
+
+def _limit(magnitudes: np.ndarray, clip: float) -> float:
+    """The ``clip``-th percentile of the magnitudes; their max if that is 0; 1 for a zero map."""
+    limit = float(np.percentile(magnitudes, clip))
+    if limit <= 0:
+        limit = float(magnitudes.max())
+    return limit if limit > 0 else 1.0
+
+
+def map_style(
+    attribution,
+    *,
+    signed: bool | None = None,
+    clip: float = 99.5,
+    reduce: str = "sum",
+    cmap: str | None = None,
+    function: str = "map_style",
+) -> MapStyle:
+    r"""The values, colormap and limits with which ``attribution`` is drawn.
+
+    ``attribution`` is one map ``[H, W]``, ``[1, H, W]`` or ``[3, H, W]``. ``signed=None``
+    decides by the values (any negative: signed); ``signed=False`` on a map with negative values
+    shows the magnitudes :math:`|a|`. ``cmap`` replaces the default colormap.
+    """
+    a = _array(attribution, "attribution", function)
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 100:
+        raise ValueError(f"{function}: clip must be a percentile in (0, 100], got clip={clip!r}.")
+    if reduce not in REDUCTIONS:
+        raise ValueError(
+            f"{function}: reduce must be one of {', '.join(map(repr, REDUCTIONS))}, "
+            f"got reduce={reduce!r}."
+        )
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] == 3:
+        if reduce == "rgb":
+            v = _limit(np.abs(a), clip)
+            rgb = np.clip(0.5 + a / (2 * v), 0.0, 1.0).transpose(1, 2, 0)
+            return MapStyle(rgb, None, 0.0, 1.0, signed=True)
+        a = a.sum(axis=0) if reduce == "sum" else np.abs(a).max(axis=0)
+    elif a.ndim != 2:
+        raise ValueError(
+            f"{function}: expected one attribution map [H, W], [1, H, W] or [3, H, W], got shape "
+            f"{tuple(a.shape)}. For a batch, pick one map with attributions[i], or use "
+            "compare_methods()."
+        )
+    elif reduce == "rgb":
+        raise ValueError(
+            f"{function}: reduce='rgb' needs a 3-channel attribution [3, H, W], got shape "
+            f"{tuple(a.shape)}."
+        )
+    if signed is None:
+        signed = bool((a < 0).any())
+    if signed:
+        v = _limit(np.abs(a), clip)
+        return MapStyle(a, cmap or DIVERGING, -v, v, signed=True)
+    a = np.abs(a)
+    return MapStyle(a, cmap or SEQUENTIAL, 0.0, _limit(a, clip), signed=False)
+
+
+def draw_map(ax: Axes, style: MapStyle, alpha=None):
+    """Draw a ``MapStyle`` in ``ax`` (no ticks); returns the AxesImage."""
+    shown = ax.imshow(
+        style.values,
+        cmap=style.cmap,
+        vmin=style.vmin,
+        vmax=style.vmax,
+        alpha=alpha,
+        interpolation="nearest",
+    )
+    ax.set_axis_off()
+    return shown
+
+
+def _colorbar(fig: Figure, ax: Axes, style: MapStyle, label: str | None):
+    """A colorbar beside ``ax`` for the style's colormap and limits."""
+    scale = ScalarMappable(plt.Normalize(style.vmin, style.vmax), style.cmap)
+    return fig.colorbar(scale, ax=ax, shrink=0.85, label=label)
+
+
+def heatmap(
+    attribution,
+    ax: Axes | None = None,
+    *,
+    signed: bool | None = None,
+    clip: float = 99.5,
+    reduce: str = "sum",
+    cmap: str | None = None,
+    title: str | None = None,
+    colorbar: bool = True,
+    label: str | None = None,
+) -> Figure:
+    """One attribution map, coloured as the module's docstring says, with a colorbar.
+
+    ``attribution`` is ``[H, W]``, ``[1, H, W]`` or ``[3, H, W]``; ``reduce`` says what becomes
+    of three channels (``"sum"``, ``"max"`` or ``"rgb"``). ``label`` names the colorbar.
+    """
+    style = map_style(
+        attribution, signed=signed, clip=clip, reduce=reduce, cmap=cmap, function="heatmap"
+    )
+    fig, ax = _axes(ax, (4.0, 3.4))
+    draw_map(ax, style)
+    if title is not None:
+        ax.set_title(title)
+    if colorbar and style.cmap is not None:
+        _colorbar(fig, ax, style, label)
+    return fig
+
+
+def overlay(
+    image,
+    attribution,
+    alpha: float = 0.8,
+    ax: Axes | None = None,
+    *,
+    signed: bool | None = None,
+    clip: float = 99.5,
+    reduce: str = "sum",
+    cmap: str | None = None,
+    title: str | None = None,
+    colorbar: bool = True,
+) -> Figure:
+    """The attribution over the greyed image: each pixel's colour is the attribution's, its
+    opacity ``alpha`` times :math:`|a| / v`, so pixels without attribution show the image."""
+    picture = _one_image(_array(image, "image", "overlay"), "overlay")
+    style = map_style(
+        attribution, signed=signed, clip=clip, reduce=reduce, cmap=cmap, function="overlay"
+    )
+    if style.cmap is None:
+        raise ValueError(
+            "overlay: reduce='rgb' cannot be overlaid; use heatmap(..., reduce='rgb')."
+        )
+    if style.values.shape != picture.shape[:2]:
+        raise ValueError(
+            f"overlay: the attribution is {style.values.shape[0]} x {style.values.shape[1]} "
+            f"pixels but the image {picture.shape[0]} x {picture.shape[1]}; they must match."
+        )
+    grey = picture @ np.array([0.299, 0.587, 0.114]) if picture.ndim == 3 else picture
+    fig, ax = _axes(ax, (4.0, 3.4))
+    ax.imshow(grey, cmap="gray", alpha=0.6, interpolation="nearest")
+    v = max(abs(style.vmin), abs(style.vmax))
+    draw_map(ax, style, alpha=alpha * np.clip(np.abs(style.values) / v, 0.0, 1.0))
+    if title is not None:
+        ax.set_title(title)
+    if colorbar:
+        _colorbar(fig, ax, style, None)
+    return fig
+
+
+# --- feature maps and filters ---------------------------------------------------------------
+
+
+def _maps(maps, function: str) -> np.ndarray:
+    """One image's feature maps ``[C, H, W]`` (a leading batch axis of 1 is dropped)."""
+    array = _array(maps, "maps", function)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(
+            f"{function}: maps must be one image's feature maps [C, H, W], got shape "
+            f"{tuple(array.shape)}. For a batch, pick one image: maps[i]."
+        )
+    return array
+
+
+def feature_map_grid(
+    maps,
+    ncols: int = 8,
+    *,
+    titles: Sequence[str] | None = None,
+    cmap: str = "viridis",
+    shared_scale: bool = False,
+    size: float = 1.3,
+) -> Figure:
+    """The feature maps ``[C, H, W]`` of one image and one layer, one small picture per channel.
+
+    Each map is scaled on its own (its min to its max) so every pattern shows; with
+    ``shared_scale=True`` all share one scale and a colorbar, so strong and weak (or dead)
+    channels can be told apart.
+    """
+    array = _maps(maps, "feature_map_grid")
+    titles = _check_titles(titles, len(array), "feature_map_grid")
+    titles = titles or [f"channel {k}" for k in range(len(array))]
+    low, high = (array.min(), array.max()) if shared_scale else (None, None)
+    fig, axes = _grid(len(array), ncols, size, "feature_map_grid")
+    for ax, channel, title in zip(axes, array, titles):
+        shown = ax.imshow(channel, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(title, fontsize="small")
+    if shared_scale:
+        fig.colorbar(shown, ax=axes, shrink=0.6, label="activation")
+    return fig
+
+
+def mosaic(maps, ncols: int = 8, pad: int = 1) -> np.ndarray:
+    """The maps ``[C, H, W]`` tiled into one array, ``ncols`` per row, NaN between them
+    (drawn as background): a fast picture of a whole layer in a single ``imshow``."""
+    array = _maps(maps, "mosaic")
+    channels, height, width = array.shape
+    ncols = min(_check_ncols(ncols, "mosaic"), channels)
+    nrows = math.ceil(channels / ncols)
+    tiled = np.full((nrows * (height + pad) - pad, ncols * (width + pad) - pad), np.nan)
+    for k, channel in enumerate(array):
+        top, left = (k // ncols) * (height + pad), (k % ncols) * (width + pad)
+        tiled[top : top + height, left : left + width] = channel
+    return tiled
+
+
+def filter_grid(
+    filters,
+    ncols: int = 8,
+    *,
+    titles: Sequence[str] | None = None,
+    size: float = 0.9,
+) -> Figure:
+    """First-layer filters ``[out, 3, k, k]`` as small RGB images (``[out, 1, k, k]``: grey).
+
+    Values in [0, 1] (as ``activations.filters`` gives them) are shown as they are; other
+    values are min-max scaled over all filters together first.
+    """
+    array = _array(filters, "filters", "filter_grid")
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise ValueError(
+            "filter_grid: filters must be [out, 3, k, k] (first-layer RGB filters) or "
+            f"[out, 1, k, k], got shape {tuple(array.shape)}. For a deeper layer show one input "
+            "channel at a time: filters[:, i : i + 1]."
+        )
+    if array.min() < 0 or array.max() > 1:
+        array = _stretch(array)
+    titles = _check_titles(titles, len(array), "filter_grid")
+    titles = titles or [str(k) for k in range(len(array))]
+    fig, axes = _grid(len(array), ncols, size, "filter_grid")
+    for ax, kernel, title in zip(axes, array, titles):
+        ax.imshow(_one_image(kernel, "filter_grid"), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize="small")
+    return fig
+
+
+# --- comparing methods ----------------------------------------------------------------------
+
+
+def _rows(maps, n: int, name: str) -> list[np.ndarray]:
+    """One method's maps as one map per image: ``[N, ...]`` for N images, or one map for one."""
+    array = _array(maps, name, "compare_methods")
+    if array.ndim >= 3 and array.shape[0] == n:
+        return list(array)
+    if n == 1 and array.ndim in (2, 3):
+        return [array]
+    raise ValueError(
+        f"compare_methods: {name} has shape {tuple(array.shape)}, but there are {n} images; "
+        f"give one map per image, [{n}, H, W] or [{n}, C, H, W]."
+    )
+
+
+def compare_methods(
+    images,
+    attributions: Mapping[str, object],
+    titles: Sequence[str] | None = None,
+    *,
+    signed: bool | None = None,
+    clip: float = 99.5,
+    reduce: str = "sum",
+    size: float = 2.0,
+) -> Figure:
+    """Rows are images, columns the image and then one attribution map per method.
+
+    ``attributions`` maps a method's name (the column's title) to its maps for all images, e.g.
+    ``{"gradient": gradient(model, x), "saliency": saliency(model, x)}``; ``titles`` (one per
+    image, e.g. from ``prediction_titles``) go above the images. Each map has its own colour
+    scale: compare *where* each method points, not its magnitudes across methods. A method
+    counts as signed when any of its maps has a negative value (``signed=None``).
+    """
+    pictures = image_list(images, "compare_methods")
+    n = len(pictures)
+    titles = _check_titles(titles, n, "compare_methods")
+    if not isinstance(attributions, Mapping) or not attributions:
+        raise TypeError(
+            "compare_methods: attributions must be a non-empty dict {method name: maps}, "
+            f"got {type(attributions).__name__}."
+        )
+    columns = {
+        str(method): _rows(maps, n, f"attributions[{method!r}]")
+        for method, maps in attributions.items()
+    }
+    fig, axes = _subplots(
+        n, 1 + len(columns), figsize=(size * (1 + len(columns)), size * n), squeeze=False
+    )
+    for i, picture in enumerate(pictures):
+        draw_image(axes[i, 0], picture, titles[i] if titles else f"image {i}")
+    for j, (method, maps) in enumerate(columns.items(), start=1):
+        method_signed = signed if signed is not None else any((m < 0).any() for m in maps)
+        for i, (picture, m) in enumerate(zip(pictures, maps)):
+            style = map_style(
+                m, signed=method_signed, clip=clip, reduce=reduce, function="compare_methods"
+            )
+            if style.values.shape[:2] != picture.shape[:2]:
+                raise ValueError(
+                    f"compare_methods: the {method!r} map of image {i} is "
+                    f"{style.values.shape[:2]} pixels but the image is {picture.shape[:2]}."
+                )
+            draw_map(axes[i, j], style)
+            if i == 0:
+                axes[i, j].set_title(method)
+    return fig
+
+
+def class_names_for(model_outputs: int, class_names: Sequence[str] | None = None) -> list[str]:
+    """The names of the model's classes: ``class_names``, else ``data.CLASSES`` when the counts
+    agree, else ``"class 0"``, ``"class 1"``, ..."""
+    if class_names is not None:
+        if len(class_names) != model_outputs:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but the model has {model_outputs} "
+                "classes."
+            )
+        return list(class_names)
+    if model_outputs == len(CLASSES):
+        return list(CLASSES)
+    return [f"class {k}" for k in range(model_outputs)]
+
+
+def prediction_titles(
+    model: torch.nn.Module,
+    images,
+    labels=None,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """One title per image: the predicted class and its probability P_c, and the true class
+    when ``labels`` are given (on a second line), e.g. ``"circle (p = 0.98)"`` or
+    ``"star (p = 0.61)\ntrue: cross"``."""
+    batch, _ = as_batch(images, "prediction_titles")
+    with explaining(model), torch.no_grad():
+        probabilities = model(batch.to(model_device(model))).softmax(dim=-1).cpu()
+    names = class_names_for(probabilities.shape[-1], class_names)
+    titles = []
+    for i, p in enumerate(probabilities):
+        k = int(p.argmax())
+        title = f"{names[k]} (p = {p[k]:.2f})"
+        if labels is not None:
+            title += f"\ntrue: {names[int(labels[i])]}"
+        titles.append(title)
+    return titles
+
+
+# --- class model ascent ---------------------------------------------------------------------
+
+
+def _curves(scores, labels) -> list[tuple[str | None, np.ndarray]]:
+    """``scores`` as ``(label, 1-D values)`` pairs."""
+    if isinstance(scores, Mapping):
+        if labels is not None:
+            raise ValueError("score_curve: give labels either as the dict's keys or as labels=.")
+        labels, series = [str(key) for key in scores], list(scores.values())
+    elif isinstance(scores, (list, tuple)) and scores and np.ndim(scores[0]) > 0:
+        series = list(scores)
+    else:
+        array = _array(scores, "scores", "score_curve")
+        if array.ndim not in (1, 2):
+            raise ValueError(
+                "score_curve: scores must be one curve [steps], several [K, steps], a list of "
+                f"curves or a dict {{label: curve}}, got shape {tuple(array.shape)}."
+            )
+        series = [array] if array.ndim == 1 else list(array)
+    curves = [_array(s, "scores", "score_curve").reshape(-1) for s in series]
+    if labels is not None and len(labels) != len(curves):
+        raise ValueError(
+            f"score_curve: {len(labels)} labels for {len(curves)} curves; give one label each."
+        )
+    return list(zip(labels if labels is not None else [None] * len(curves), curves))
+
+
+def score_curve(
+    scores,
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    ylabel: str = r"class score $S_c(I)$",
+    xlabel: str = "step",
+) -> Figure:
+    r"""The target score after each step of the class model ascent,
+    :math:`\arg\max_I S_c(I) - \lambda \|I\|_2^2`: one curve, several (``[K, steps]``, a list),
+    or a dict ``{label: scores}``; labelled curves get a legend."""
+    curves = _curves(scores, labels)
+    fig, ax = _axes(ax, (5.0, 3.2))
+    for label, values in curves:
+        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title is not None:
+        ax.set_title(title)
+    if any(label is not None for label, _ in curves):
+        ax.legend()
+    return fig
+
+
+# --- the lecture's ReLU tables --------------------------------------------------------------
+
+
+def _table(ax: Axes, values: np.ndarray, limit: float, cmap: str) -> None:
+    """A small matrix as coloured cells with its numbers written in them."""
+    ax.imshow(values, cmap=cmap, vmin=-limit, vmax=limit)
+    rows, cols = values.shape
+    for i in range(rows):
+        for j in range(cols):
+            v = values[i, j]
+            text = str(int(v)) if float(v).is_integer() else f"{v:.2f}"
+            colour = "white" if abs(v) > 0.6 * limit else "black"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize="large")
+    ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def relu_tables(
+    forward_input,
+    grad_output,
+    rule: str | Sequence[str] = "gradient",
+    *,
+    cmap: str = DIVERGING,
+    size: float = 2.0,
+) -> Figure:
+    r"""The lecture's ReLU example as annotated tables: :math:`f^l` (the ReLU's input),
+    :math:`f^{l+1} = \max(f^l, 0)`, :math:`R^{l+1}` (arriving from above) and
+    :math:`R^l` by ``rule`` (``rules.relu_backward``); a list of rules adds one table each.
+    """
+    rule_list = [rule] if isinstance(rule, str) else list(rule)
+    f_l = _array(forward_input, "forward_input", "relu_tables")
+    r_above = _array(grad_output, "grad_output", "relu_tables")
+    if f_l.ndim != 2 or r_above.ndim != 2:
+        raise ValueError(
+            "relu_tables: forward_input and grad_output must be 2-D tables, e.g. 3 x 3, "
+            f"got shapes {tuple(f_l.shape)} and {tuple(r_above.shape)}."
+        )
+    tables = [
+        ("$f^l$\nforward input", f_l),
+        ("$f^{l+1} = \\max(f^l, 0)$\nforward output", np.maximum(f_l, 0.0)),
+        ("$R^{l+1}$\nfrom above", r_above),
+    ]
+    for name in rule_list:
+        r_l = relu_backward(f_l, r_above, name)
+        tables.append((f"$R^l$, {name}\n{RULE_FORMULAS[name]}", r_l))
+    limit = max(float(np.abs(t).max()) for _, t in tables) or 1.0
+    fig, axes = _subplots(1, len(tables), figsize=(size * len(tables), size + 0.6))
+    for ax, (title, values) in zip(axes, tables):
+        _table(ax, values + 0.0, limit, cmap)  # + 0.0 turns -0 into 0
+        ax.set_title(title)
+    return fig

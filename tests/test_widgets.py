@@ -1,0 +1,339 @@
+"""The interactive explorers, driven headlessly: a control changes, the picture follows."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import copy  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+import ipywidgets  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lecture_lib import attribution, class_model, widgets  # noqa: E402
+from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
+from lecture_lib.perturbation import occlusion  # noqa: E402
+
+TEST_SEED = 2026
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_shapes(4, seed=TEST_SEED)[:2]
+
+
+@pytest.fixture(autouse=True)
+def _no_figure_left_open():
+    assert plt.get_fignums() == []
+    yield
+    assert plt.get_fignums() == [], "an explorer left a pyplot figure open"
+
+
+def png(explorer) -> str:
+    """The picture the explorer's output shows now (base64 PNG)."""
+    (output,) = explorer.output.outputs
+    return output["data"]["image/png"]
+
+
+@contextmanager
+def count_forward_passes(model):
+    """Counts the model's forward passes inside the block (the hook is removed afterwards)."""
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def changed(explorer, action):
+    """Run ``action`` and return (did the picture change, how many redraws happened)."""
+    before, updates = png(explorer), explorer.updates
+    action()
+    assert explorer.error is None, explorer.error
+    return png(explorer) != before, explorer.updates - updates
+
+
+def gradient_by_autograd(model, image, c):
+    x = image[None].clone().requires_grad_(True)
+    model(x)[0, c].backward()
+    return x.grad[0]
+
+
+def no_hooks_left(model) -> bool:
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        for m in model.modules()
+    )
+
+
+# --- feature_map_browser --------------------------------------------------------------------
+
+
+def test_feature_map_browser_shows_the_chosen_channel(shapes_net, images):
+    x, _ = images
+    explorer = widgets.feature_map_browser(shapes_net, x)
+    assert isinstance(explorer, ipywidgets.VBox) and explorer.output in explorer.children
+    assert list(explorer.controls["layer"].options) == ["relu1", "relu2", "relu3", "relu4"]
+    assert explorer.controls["channel"].max == 15  # relu1 has 16 channels
+    with torch.no_grad():
+        relu1 = torch.relu(shapes_net.conv1(x))  # an independent computation of the maps
+    np.testing.assert_allclose(explorer.shown["map"], relu1[0, 0].numpy(), atol=1e-5)
+
+    picture_changed, redraws = changed(
+        explorer, lambda: setattr(explorer.controls["channel"], "value", 3)
+    )
+    assert picture_changed and redraws == 1
+    np.testing.assert_allclose(explorer.shown["map"], relu1[0, 3].numpy(), atol=1e-5)
+    assert "channel 3 of 16" in explorer.figure.axes[1].get_title()
+
+    changed(explorer, lambda: setattr(explorer.controls["image"], "value", 2))
+    np.testing.assert_allclose(explorer.shown["map"], relu1[2, 3].numpy(), atol=1e-5)
+    np.testing.assert_allclose(explorer.shown["image"], x[2].permute(1, 2, 0).numpy())
+
+
+def test_channel_slider_follows_the_layer_with_one_redraw(shapes_net, images):
+    explorer = widgets.feature_map_browser(shapes_net, images[0], layers=["relu3", "pool1"])
+    channel = explorer.controls["channel"]
+    assert channel.max == 63
+    channel.value = 40
+    picture_changed, redraws = changed(
+        explorer, lambda: setattr(explorer.controls["layer"], "value", "pool1")
+    )
+    assert picture_changed and redraws == 1
+    assert channel.max == 15 and channel.value == 15
+    assert explorer.shown["map"].shape == (32, 32) and explorer.shown["channel"] == 15
+
+
+def test_all_channels_view_tiles_the_layer(shapes_net, images):
+    explorer = widgets.feature_map_browser(shapes_net, images[0], ncols=8)
+    picture_changed, _ = changed(
+        explorer, lambda: setattr(explorer.controls["view"], "value", "all channels")
+    )
+    assert picture_changed and explorer.controls["channel"].disabled
+    assert explorer.shown["map"].shape == (2 * 65 - 1, 8 * 65 - 1)  # 16 maps of 64 x 64, 8 a row
+
+
+def test_feature_maps_are_computed_once(shapes_net, images):
+    explorer = widgets.feature_map_browser(shapes_net, images[0])
+    assert set(explorer.cache) == {"relu1", "relu2", "relu3", "relu4"}  # relu5 is not spatial
+    with count_forward_passes(shapes_net) as calls:
+        for layer in ("relu2", "relu4"):
+            explorer.controls["layer"].value = layer
+            explorer.controls["channel"].value = 5
+            explorer.controls["image"].value = 3
+    assert calls == [] and explorer.error is None
+
+
+def test_the_model_is_left_as_it_came(shapes_net, images):
+    model = copy.deepcopy(shapes_net).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    explorer = widgets.feature_map_browser(model, images[0])
+    explorer.controls["channel"].value = 2
+    methods = widgets.method_explorer(model, images[0][:2])
+    methods.controls["method"].value = "guided backprop"
+    widgets.occlusion_explorer(model, images[0][:1], window=32, stride=32)
+    assert all(m.training for m in model.modules())
+    assert no_hooks_left(model)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_bad_images_are_explained(shapes_net):
+    with pytest.raises(ValueError, match="batch \\[N, C, H, W\\]"):
+        widgets.feature_map_browser(shapes_net, torch.rand(64, 64))
+    with pytest.raises(ValueError, match="no layer named 'conv9'"):
+        widgets.feature_map_browser(shapes_net, torch.rand(1, 3, 64, 64), layers=["conv9"])
+    with pytest.raises(ValueError, match="none of the chosen layers"):
+        widgets.feature_map_browser(shapes_net, torch.rand(1, 3, 64, 64), layers=["fc1"])
+
+
+# --- method_explorer ------------------------------------------------------------------------
+
+
+def test_method_explorer_shows_the_gradient_of_the_predicted_class(shapes_net, images):
+    x, labels = images
+    explorer = widgets.method_explorer(shapes_net, x, labels)
+    with torch.no_grad():
+        p = torch.softmax(shapes_net(x), dim=1)
+    predicted = int(p[0].argmax())
+    assert explorer.shown["target"] == predicted and explorer.shown["method"] == "gradient"
+    expected = gradient_by_autograd(shapes_net, x[0], predicted).sum(0)  # summed over RGB
+    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+    image_title, map_title = (ax.get_title() for ax in explorer.figure.axes[:2])
+    assert f"{CLASSES[predicted]} (p = {p[0, predicted]:.2f})" in image_title
+    assert f"true: {CLASSES[int(labels[0])]}" in image_title
+    assert map_title.startswith(f"gradient for {CLASSES[predicted]}")
+
+
+def test_method_explorer_target_and_method_change_the_picture(shapes_net, images):
+    x, _ = images
+    explorer = widgets.method_explorer(shapes_net, x)
+    other = (explorer.shown["target"] + 1) % len(CLASSES)
+    picture_changed, _ = changed(
+        explorer, lambda: setattr(explorer.controls["target"], "value", other)
+    )
+    assert picture_changed and explorer.shown["target"] == other
+    assert explorer.figure.axes[1].get_title().startswith(f"gradient for {CLASSES[other]}")
+
+    changed(explorer, lambda: setattr(explorer.controls["method"], "value", "saliency"))
+    expected = gradient_by_autograd(shapes_net, x[0], other).abs().amax(0)
+    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+    colours = explorer.figure.axes[1].images[0]
+    assert colours.get_cmap().name == "magma" and colours.get_clim()[0] == 0
+
+
+@pytest.mark.parametrize("method", list(widgets.METHODS))
+def test_every_method_draws(shapes_net, images, method):
+    explorer = widgets.method_explorer(shapes_net, images[0][:1])
+    explorer.controls["method"].value = "saliency" if method == "gradient" else "gradient"
+    picture_changed, redraws = changed(
+        explorer, lambda: setattr(explorer.controls["method"], "value", method)
+    )
+    assert picture_changed and redraws == 1
+    reference = {  # what each entry must show: the library's method, summed over RGB
+        "gradient": attribution.gradient,
+        "saliency": attribution.saliency,
+        "input x gradient": attribution.input_x_gradient,
+        "deconvnet": attribution.deconvnet,
+        "guided backprop": attribution.guided_backprop,
+        f"integrated gradients ({widgets.IG_STEPS} steps)": lambda m, x, c: (
+            attribution.integrated_gradients(m, x, c, steps=widgets.IG_STEPS)
+        ),
+        "deeplift": attribution.deeplift,
+    }[method](shapes_net, images[0][0], explorer.shown["target"])
+    if reference.ndim == 3:
+        reference = reference.sum(0)
+    np.testing.assert_allclose(explorer.shown["map"], reference.numpy(), atol=1e-5)
+    if explorer.shown["map"].min() < 0:
+        vmin, vmax = explorer.figure.axes[1].images[0].get_clim()
+        assert vmin == -vmax
+
+
+def test_method_explorer_caches_each_map(shapes_net, images):
+    explorer = widgets.method_explorer(shapes_net, images[0])
+    explorer.controls["image"].value = 1
+    explorer.controls["method"].value = "deeplift"
+    assert len(explorer.cache) == 3
+    with count_forward_passes(shapes_net) as calls:  # back to the two gradient maps
+        explorer.controls["method"].value = "gradient"
+        explorer.controls["image"].value = 0
+    assert calls == [] and len(explorer.cache) == 3 and explorer.updates == 5
+    assert (0, explorer.shown["target"], "gradient") in explorer.cache
+
+
+def test_a_failing_update_is_shown_not_raised(shapes_net, images, monkeypatch):
+    explorer = widgets.method_explorer(shapes_net, images[0][:1])
+
+    def broken(model, inputs, target):
+        raise RuntimeError("this method failed")
+
+    monkeypatch.setitem(widgets.METHODS, "deconvnet", broken)
+    explorer.controls["method"].value = "deconvnet"
+    assert explorer.error == "RuntimeError: this method failed"
+    assert "this method failed" in explorer.output.outputs[0]["text"]
+    explorer.controls["method"].value = "saliency"
+    assert explorer.error is None and png(explorer)
+
+
+# --- occlusion_explorer ---------------------------------------------------------------------
+
+
+def test_occlusion_explorer_window_and_stride(shapes_net, images):
+    x, _ = images
+    explorer = widgets.occlusion_explorer(shapes_net, x[:2], window=16, stride=8)
+    c = explorer.shown["target"]
+    expected = occlusion(shapes_net, x[0], c, window=16, stride=8)
+    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+
+    stride = explorer.controls["stride"]
+    picture_changed, redraws = changed(
+        explorer, lambda: setattr(explorer.controls["window"], "value", 6)
+    )
+    assert picture_changed and redraws == 1
+    assert stride.max == 6 and stride.value == 6  # the stride never exceeds the window
+    expected = occlusion(shapes_net, x[0], c, window=6, stride=6)
+    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+
+    picture_changed, _ = changed(explorer, lambda: setattr(stride, "value", 4))
+    assert picture_changed and stride.min == 4
+    with count_forward_passes(shapes_net) as calls:
+        stride.value = 6  # seen before: from the cache
+    assert calls == [] and len(explorer.cache) == 4  # 2 images at the start, (6, 6), (6, 4)
+
+
+def test_occlusion_maps_of_the_starting_settings_are_computed_when_built(shapes_net, images):
+    x, _ = images
+    explorer = widgets.occlusion_explorer(shapes_net, x, window=16, stride=8)
+    assert len(explorer.cache) == 4
+    with count_forward_passes(shapes_net) as calls:
+        for i in (1, 2, 3, 0):
+            explorer.controls["image"].value = i
+    assert calls == [] and explorer.updates == 5
+    c = explorer.shown["target"]
+    expected = occlusion(shapes_net, x[0], c, window=16, stride=8)
+    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+
+
+def test_occlusion_explorer_hold_changes_several_controls_with_one_redraw(shapes_net, images):
+    explorer = widgets.occlusion_explorer(shapes_net, images[0][:2], window=16, stride=8)
+    updates = explorer.updates
+    with explorer.hold():
+        explorer.controls["image"].value = 1
+        explorer.controls["window"].value = 8
+    assert explorer.updates == updates + 1
+    assert explorer.controls["stride"].max == 8 and explorer.shown["stride"] == 8
+    assert explorer.shown["window"] == 8 and len(explorer.cache) == 3
+
+
+def test_occlusion_explorer_bad_settings(shapes_net, images):
+    with pytest.raises(ValueError, match="min_stride <= stride <= window"):
+        widgets.occlusion_explorer(shapes_net, images[0][:1], window=8, stride=16)
+
+
+# --- class_model_explorer -------------------------------------------------------------------
+
+
+def test_class_model_explorer(shapes_net, monkeypatch):
+    runs = []
+    real_visualize = class_model.visualize
+
+    def counting(*args, **kwargs):
+        runs.append(kwargs)
+        return real_visualize(*args, **kwargs)
+
+    monkeypatch.setattr(class_model, "visualize", counting)
+    explorer = widgets.class_model_explorer(shapes_net, steps=10, l2=1e-3, objective="score")
+    image, scores = real_visualize(shapes_net, 0, steps=10, l2=1e-3, objective="score")
+    np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(explorer.shown["image"], image.permute(1, 2, 0).numpy(), atol=1e-6)
+    (curve,) = explorer.figure.axes[1].lines
+    np.testing.assert_allclose(curve.get_ydata(), scores.numpy(), rtol=1e-5)
+
+    picture_changed, _ = changed(explorer, lambda: setattr(explorer.controls["target"], "value", 3))
+    assert picture_changed and runs[-1]["steps"] == 10
+    changed(explorer, lambda: setattr(explorer.controls["l2"], "value", 1e-2))
+    assert runs[-1]["l2"] == pytest.approx(1e-2)
+    changed(explorer, lambda: setattr(explorer.controls["steps"], "value", 20))
+    assert len(explorer.shown["scores"]) == 20 and len(runs) == 4
+    changed(explorer, lambda: setattr(explorer.controls["objective"], "value", "log_softmax"))
+    assert runs[-1]["objective"] == "log_softmax" and len(runs) == 5
+    explorer.controls["objective"].value = "score"  # (3, 1e-2, 20, score) is cached
+    explorer.controls["target"].value = 0
+    with explorer.hold():  # back to the first setting: nothing is run again
+        explorer.controls["l2"].value = 1e-3
+        explorer.controls["steps"].value = 10
+    assert len(runs) == 6  # (0, 1e-2, 20) was new; (0, 1e-3, 10) came from the cache
+    np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
+
+
+def test_class_model_explorer_bad_settings(shapes_net):
+    with pytest.raises(ValueError, match="steps must be an int in 1..300"):
+        widgets.class_model_explorer(shapes_net, steps=0)
+    with pytest.raises(ValueError, match=r"l2 must lie in \[1e-6, 1\]"):
+        widgets.class_model_explorer(shapes_net, l2=0.0)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        widgets.class_model_explorer(shapes_net, objective="probability")
