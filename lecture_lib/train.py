@@ -1,9 +1,15 @@
 """Train ShapesNet from fixed seeds: ``python -m lecture_lib.train --out PATH``.
 
-Reproduces the shipped weights (``lecture_lib/weights/shapes_net.pt``) on a CPU: Adam
-(batch 64, learning rate rising to 1e-3 and annealed to zero, a "one-cycle" schedule) on 16,000
-generated images for 10 epochs, with a progress bar and the accuracy on held-out shapes after
-each epoch.
+Reproduces the shipped weights (``lecture_lib/weights/shapes_net.pt``) on a CPU: AdamW
+(batch 64, learning rate rising to 1e-3 and annealed to zero, a "one-cycle" schedule; weight
+decay 5e-4) on the cross-entropy with label smoothing 0.1, 16,000 generated images, 10 epochs,
+with a progress bar and the accuracy on held-out shapes after each epoch.
+
+Why weight decay and label smoothing: they keep the class scores S_c bounded and specific to
+their class. Without them, the class model ascent of the lecture (maximise the unnormalised
+score S_c(I)) worked for four classes, but pushing S_square up pushed S_circle up faster, so
+the "typical square" came out a circle. With them, every class's model image is classified as
+that class (tests/test_class_model.py), and the accuracy is as high.
 """
 
 from __future__ import annotations
@@ -40,10 +46,16 @@ def accuracy(
     return correct / len(images)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels) -> float:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+) -> float:
     """One step of gradient descent on the cross-entropy; returns the loss before the step."""
     optimizer.zero_grad()
-    loss = nn.functional.cross_entropy(model(images), labels)
+    loss = nn.functional.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -56,6 +68,8 @@ def train(
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.1,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[ShapesNet, list[float]]:
@@ -64,7 +78,7 @@ def train(
     images, labels, _ = make_shapes(n_train, seed=TRAIN_SEED)
     val_images, val_labels, _ = make_shapes(n_validation, seed=VALIDATION_SEED)
     model = ShapesNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-n_train // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -76,7 +90,7 @@ def train(
         batches = torch.randperm(n_train, generator=order).split(batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=True)
         for batch in bar:
-            loss = train_step(model, optimizer, images[batch], labels[batch])
+            loss = train_step(model, optimizer, images[batch], labels[batch], label_smoothing)
             schedule.step()
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         history.append(accuracy(model, val_images, val_labels))

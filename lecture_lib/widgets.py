@@ -434,8 +434,8 @@ def class_model_explorer(
     model: nn.Module,
     *,
     steps: int = 100,
-    l2: float = 1e-4,
-    objective: str = "log_softmax",
+    l2: float = 1e-3,
+    objective: str = "score",
     class_names: Sequence[str] | None = None,
     size: int = 64,
 ) -> Explorer:
