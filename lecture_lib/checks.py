@@ -1,0 +1,724 @@
+r"""Checks for the exercises: each one runs a student's function on a few cases and compares it
+with the library's method (or with the lecture's worked example).
+
+A check prints one line starting with ``✓`` when everything agrees. Otherwise it raises an
+``AssertionError`` that says what is wrong, where (which entry, pixel or layer), what was
+expected, and the lecture's formula; when the answer matches a typical mistake (the gradient
+rule handed in for DeconvNet, the sum over colour channels instead of the max, ...) the
+message names it.
+
+    >>> checks.check_relu_backward(my_relu_backward, rule="deconvnet")
+    ✓ relu_backward follows the DeconvNet rule on the lecture's 3x3 example.
+
+``seed=None`` checks the lecture's example or a fixed case; a ``seed`` draws fresh random cases
+(the hidden tests of the exercises use those).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import activations, attribution, perturbation, rules
+from .data import CLASSES, make_shapes
+from .models import load_shapes_net
+from .saturation import SaturatingToy
+
+# The lecture's worked example ("Difference in backpropagating through ReLU").
+LECTURE_FORWARD_INPUT = np.array([[1, -1, 5], [2, -5, -7], [-3, 2, 4]])
+LECTURE_GRAD_FROM_ABOVE = np.array([[-2, 3, -1], [6, -3, 1], [2, -1, 3]])
+
+RULE_NAMES = {"gradient": "gradient", "deconvnet": "DeconvNet", "guided": "guided backprop"}
+RULE_TEXT = {
+    "gradient": "the gradient rule keeps R^{l+1} where the forward input f^l > 0: "
+    "R^l = (f^l > 0) · R^{l+1}",
+    "deconvnet": "the DeconvNet rule keeps R^{l+1} where R^{l+1} > 0, whatever the forward "
+    "input: R^l = (R^{l+1} > 0) · R^{l+1}",
+    "guided": "guided backprop keeps R^{l+1} where both f^l > 0 and R^{l+1} > 0: "
+    "R^l = (f^l > 0) · (R^{l+1} > 0) · R^{l+1}",
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _ok(message: str) -> None:
+    print("✓ " + message)
+
+
+def _number(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:.4g}"
+
+
+def _array(value, what: str) -> np.ndarray:
+    """A student's result as a float numpy array, or a message about what came back."""
+    if value is None:
+        raise AssertionError(f"{what} returned None: did you forget the `return` statement?")
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise AssertionError(
+            f"{what} returned a {type(value).__name__}, expected an array or a tensor."
+        ) from error
+
+
+def _close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
+    """Entrywise agreement up to rounding, on the scale of the expected values."""
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    return np.abs(got - expected) <= rtol * np.abs(expected) + 1e-5 * scale + 1e-7
+
+
+def _matches(got: np.ndarray, candidate) -> bool:
+    candidate = _array(candidate, "candidate")
+    return got.shape == candidate.shape and bool(_close(got, candidate).all())
+
+
+def _compare(got, expected, what: str, formula: str, mistakes=None, where=None) -> None:
+    """Raise a helpful AssertionError unless ``got`` equals ``expected`` up to rounding.
+
+    ``mistakes`` maps a description to the result that mistake gives; a match is named.
+    ``where`` turns an index tuple into words (default: ``entry (i, j)``).
+    """
+    got, expected = _array(got, what), _array(expected, "expected")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what}: got shape {got.shape}, expected {expected.shape}. {formula}")
+    if not np.isfinite(got).all():
+        raise AssertionError(f"{what}: the result holds NaN or infinite values.")
+    bad = ~_close(got, expected)
+    if not bad.any():
+        return
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    place = where(index) if where else f"entry {index}"
+    message = (
+        f"{what}, {place}: got {_number(got[index])}, expected {_number(expected[index])} "
+        f"({int(bad.sum())} of {bad.size} values differ) — {formula}"
+    )
+    for description, result in (mistakes or {}).items():
+        if _matches(got, result):
+            message += f"\nYour result is exactly what {description} gives."
+            break
+    raise AssertionError(message)
+
+
+def _pixel(index: tuple[int, ...]) -> str:
+    """``(n, c, i, j)`` or ``(n, i, j)`` in words."""
+    if len(index) == 4:
+        return f"image {index[0]}, channel {index[1]}, pixel {index[2:]}"
+    if len(index) == 3:
+        return f"image {index[0]}, pixel {index[1:]}"
+    return f"pixel {index}"
+
+
+def _hooks_left(model: nn.Module) -> list[str]:
+    """The names of the modules that still carry a hook."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [
+        name or "the model itself"
+        for name, module in model.named_modules()
+        if any(getattr(module, kind, None) for kind in kinds)
+    ]
+
+
+def _check_untouched(model: nn.Module, fresh: nn.Module, what: str) -> None:
+    """The model a student's function received is still the model it was."""
+    left = _hooks_left(model)
+    if left:
+        raise AssertionError(
+            f"{what} left hooks on {', '.join(left)}: remove every hook you register "
+            "(handle = layer.register_..._hook(...); ...; handle.remove(), in a `finally:` block "
+            "so that it also happens when an error is raised)."
+        )
+    layers = [(name, type(module)) for name, module in model.named_modules()]
+    if layers != [(name, type(module)) for name, module in fresh.named_modules()]:
+        raise AssertionError(
+            f"{what} changed the layers of the model it was given: work on a copy, "
+            "new = copy.deepcopy(model), and leave `model` as it came."
+        )
+    for (name, module), original in zip(model.named_modules(), fresh.modules()):
+        if module.training != original.training:
+            raise AssertionError(
+                f"{what} switched {name or 'the model'} to {'train' if module.training else 'eval'}"
+                " mode; leave the model's mode as it came."
+            )
+    for (name, p), q in zip(model.named_parameters(), fresh.parameters()):
+        if not torch.equal(p.detach(), q.detach()) or p.requires_grad != q.requires_grad:
+            raise AssertionError(
+                f"{what} changed the model's parameter {name!r}; leave it as it came."
+            )
+
+
+def _shapes(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, _ = make_shapes(n, seed=seed)
+    return images, labels
+
+
+def _targets(labels: torch.Tensor, seed: int | None) -> torch.Tensor:
+    """The true classes, the last one changed to another class (so that the predicted class
+    cannot pass for the target), or with a seed random classes."""
+    if seed is None:
+        target = labels.clone()
+        target[-1] = (target[-1] + 1) % len(CLASSES)
+        return target
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, len(CLASSES), labels.shape, generator=generator)
+
+
+# --- Part 1: activations ------------------------------------------------------------------------
+
+
+def check_feature_maps(
+    fn: Callable, layers=("relu1", "conv2", "relu4"), seed: int | None = None
+) -> None:
+    """``fn(model, images, layers)`` returns ``{layer name: output}`` from one forward pass with
+    forward hooks, and removes its hooks; compared with ``activations.feature_maps``."""
+    model, fresh = load_shapes_net(), load_shapes_net()
+    images, _ = _shapes(seed or 0, 2)
+    layers = list(layers)
+    got = fn(model, images.clone(), list(layers))
+    _check_untouched(model, fresh, "your function")
+    if not isinstance(got, dict):
+        raise AssertionError(
+            f"expected a dict {{layer name: feature map}}, got a {type(got).__name__}."
+        )
+    if sorted(got) != sorted(layers):
+        hint = ""
+        if len(got) < len(layers):
+            hint = (
+                " If you register the hooks in a loop: a hook defined inside the loop looks up "
+                "the loop variable when it runs, after the loop ended, so every hook stores "
+                "under the last name. Make each hook in a function, def keep(name): ..."
+            )
+        raise AssertionError(
+            f"the dict's keys are {sorted(got)}, expected the requested layers "
+            f"{sorted(layers)}.{hint}"
+        )
+    expected = activations.feature_maps(model, images, layers)
+    inputs = _layer_inputs(model, images, layers)
+    for name in layers:
+        value = _array(got[name], f"the map of {name!r}")
+        mistakes = {f"the output of layer {other!r}": expected[other] for other in layers}
+        mistakes[f"the *input* of {name!r} (a forward hook gets (module, input, output))"] = inputs[
+            name
+        ]
+        _compare(
+            value,
+            expected[name],
+            f"feature map of {name!r}",
+            f"the map of a layer is what the layer returns in the forward pass, "
+            f"X_{{n+1}} for {name!r}.",
+            mistakes,
+            _pixel,
+        )
+    _ok(f"your feature maps of {', '.join(layers)} match activations.feature_maps; no hooks left.")
+
+
+def _layer_inputs(model: nn.Module, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    """What each named layer receives in the forward pass (to recognise a hook that kept it)."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(_module, inputs, _output):
+            captured[name] = inputs[0].detach()
+
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_hook(keep(name)) for name in layers]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def receptive_fields(model: nn.Module) -> dict[str, int]:
+    r"""The side of the input square that one unit of each conv / max-pool layer sees:
+
+    .. math:: r_l = r_{l-1} + (k_l - 1)\, j_{l-1}, \qquad j_l = j_{l-1}\, s_l, \qquad r_0 = j_0 = 1
+
+    (k: kernel size, s: stride, j: the distance in input pixels between neighbouring units).
+    """
+    r, j, fields = 1, 1, {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+            k, s = module.kernel_size, module.stride
+            k, s = (k[0] if isinstance(k, tuple) else k), (s[0] if isinstance(s, tuple) else s)
+            r, j = r + (k - 1) * j, j * s
+            fields[name] = r
+    return fields
+
+
+def check_receptive_fields(answers: dict) -> None:
+    """``answers`` ``{layer: side in pixels}`` for every conv and pool layer of ShapesNet.
+    A by-hand answer: a wrong one gets a hint, not the number."""
+    model = load_shapes_net()
+    expected = receptive_fields(model)
+    missing = [name for name in expected if name not in answers]
+    if missing:
+        raise AssertionError(f"give a receptive field for every layer; missing: {missing}.")
+    jump = 1
+    for name, module in model.named_modules():
+        if name not in expected:
+            continue
+        if answers[name] != expected[name]:
+            k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+            raise AssertionError(
+                f"{name}: {answers[name]!r} is not right. r_l = r_{{l-1}} + (k_l - 1) · j_{{l-1}}: "
+                f"{name} has k = {k}, and the units of the layer below it lie j = {jump} pixels "
+                "apart in the image (each 2 x 2 pooling with stride 2 doubles j)."
+            )
+        jump *= module.stride if isinstance(module.stride, int) else module.stride[0]
+    _ok(
+        f"receptive fields correct: a unit of conv4 sees {expected['conv4']} x "
+        f"{expected['conv4']} pixels of the 64 x 64 image."
+    )
+
+
+# --- Part 2: perturbation and saturation -------------------------------------------------------
+
+
+SATURATION_HINTS = {
+    "gradient": "Which branch of y = min(i1 + i2, 1) holds at (1, 1), and what is the slope of "
+    "that branch in i1 and in i2?",
+    "single_feature": "Compute y(0, 1) and y(1, 0) from the formula and subtract each from "
+    "y(1, 1).",
+    "integrated_gradients": "On the path i1 = i2 = alpha, for which alpha is y on its sloped "
+    "part (slope 1 in each input) and for which on its flat part (slope 0)? Integrate the slope "
+    "over alpha from 0 to 1 and multiply by x_i - x'_i = 1. The two numbers must add up to "
+    "y(1, 1) - y(0, 0) (completeness).",
+}
+
+
+def check_saturation_by_hand(answers: dict) -> None:
+    """``answers`` holds the pairs (for i1, for i2) that the gradient, single-feature
+    perturbation (baseline 0) and integrated gradients (baseline (0, 0)) give the saturating toy
+    :math:`y = 1 - \\max(0, 1 - i_1 - i_2)` at (1, 1). A by-hand answer: a wrong one gets a hint,
+    not the numbers."""
+    toy, x = SaturatingToy(), torch.tensor([[1.0, 1.0]])
+    expected = {
+        "gradient": attribution.gradient(toy, x, target=0)[0],
+        "single_feature": perturbation.single_feature(toy, x, target=0)[0],
+        "integrated_gradients": attribution.integrated_gradients(toy, x, target=0, steps=1000)[0],
+    }
+    for key, value in expected.items():
+        if key not in answers:
+            raise AssertionError(f"answers has no entry {key!r}; give a pair (for i1, for i2).")
+        got = _array(answers[key], key)
+        if got.shape != (2,):
+            raise AssertionError(f"{key}: give a pair (for i1, for i2), got {answers[key]!r}.")
+        wrong = [i for i in range(2) if abs(got[i] - float(value[i])) > 1e-3]
+        if wrong:
+            inputs = " and ".join(f"i{i + 1}" for i in wrong)
+            raise AssertionError(
+                f"{key}: your value for {inputs} is not right. {SATURATION_HINTS[key]}"
+            )
+    _ok(
+        "saturation by hand: gradient (0, 0), single-feature (0, 0), integrated gradients "
+        "(0.5, 0.5)."
+    )
+
+
+def _small_mlp(seed: int) -> nn.Module:
+    """A random ReLU network ``[N, 4] -> [N, 1]`` (the global random state is left alone)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)
+        )
+    return model.eval()
+
+
+def check_integrated_gradients(fn: Callable, seed: int | None = None) -> None:
+    """``fn(model, x, baseline, steps)`` for a model ``[N, D] -> [N, 1]``, with the midpoint rule
+    :math:`\\alpha_k = (k + 1/2)/m`; compared with ``attribution.integrated_gradients``."""
+    if seed is None:
+        model = SaturatingToy()
+        x = torch.tensor([[1.0, 1.0], [0.3, 0.2], [2.0, -0.5]])
+        baseline, steps = torch.zeros_like(x), 50
+    else:
+        model = _small_mlp(seed)
+        generator = torch.Generator().manual_seed(seed)
+        x, baseline = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
+        steps = 20
+    fresh = copy.deepcopy(model)
+    got = fn(model, x.clone(), baseline.clone(), steps)
+    _check_untouched(model, fresh, "your integrated_gradients")
+    expected = attribution.integrated_gradients(model, x, 0, baseline=baseline, steps=steps)
+    alphas = (torch.arange(steps) + 0.5) / steps
+    mean_gradient = sum(
+        attribution.gradient(model, baseline + a * (x - baseline), 0) for a in alphas
+    )
+    mean_gradient = mean_gradient / steps
+    left = (
+        sum(
+            attribution.gradient(model, baseline + (k / steps) * (x - baseline), 0)
+            for k in range(steps)
+        )
+        * (x - baseline)
+        / steps
+    )
+    mistakes = {
+        "the mean gradient along the path, without the factor (x - x')": mean_gradient,
+        "the left Riemann sum (alpha_k = k / m instead of (k + 1/2) / m)": left,
+        "the sum of the gradients times (x - x') without dividing by steps": expected * steps,
+        "the gradient at x times (x - x')": attribution.gradient(model, x, 0) * (x - baseline),
+    }
+    _compare(
+        got,
+        expected,
+        "integrated gradients",
+        "IG_i = (x_i - x'_i) · (1/m) Σ_k ∂f(x' + α_k (x - x'))/∂x_i with α_k = (k + 1/2)/m.",
+        mistakes,
+        lambda index: f"example {index[0]}, input {index[1]}",
+    )
+    _ok("integrated gradients match attribution.integrated_gradients.")
+
+
+def check_occlusion(
+    fn: Callable, window: int = 16, stride: int = 8, seed: int | None = None
+) -> None:
+    """``fn(model, image, target, window, stride, baseline)`` returns the occlusion map ``[H, W]``
+    of one image; compared with ``perturbation.occlusion``. ``64 - window`` must be a multiple
+    of ``stride`` (the windows start at ``range(0, 64 - window + 1, stride)``)."""
+    if (64 - window) % stride:
+        raise ValueError(
+            f"check_occlusion: 64 - window must be a multiple of stride, got {window=}, {stride=}."
+        )
+    model, fresh = load_shapes_net(), load_shapes_net()
+    images, labels = _shapes(seed or 0, 1)
+    target = int(labels[0] if seed is None else _targets(labels, seed)[0])
+    image, baseline = images[0], 0.5
+    got = fn(model, image.clone(), target, window, stride, baseline)
+    _check_untouched(model, fresh, "your occlusion")
+    expected = perturbation.occlusion(model, image, target, window, stride, baseline)
+    height, width = image.shape[1:]
+    rows = perturbation.window_positions(height, window, stride)
+    cols = perturbation.window_positions(width, window, stride)
+    counts = torch.tensor(
+        [
+            [
+                sum(r <= i < r + window for r in rows) * sum(c <= j < c + window for c in cols)
+                for j in range(width)
+            ]
+            for i in range(height)
+        ],
+        dtype=expected.dtype,
+    )
+    mistakes = {
+        "the sum of the drops (not divided by the number of windows covering the pixel)": (
+            expected * counts
+        ),
+        "f(occluded) - f(x), the opposite sign": -expected,
+    }
+    if target != 0:
+        mistakes["the map of class 0 (check the target)"] = perturbation.occlusion(
+            model, image, 0, window, stride, baseline
+        )
+    _compare(
+        got,
+        expected,
+        f"occlusion (window {window}, stride {stride})",
+        "A_ij = mean over the windows w that cover (i, j) of f(x) - f(x with w set to the "
+        "baseline), f the target's score (the logit).",
+        mistakes,
+        _pixel,
+    )
+    _ok(f"occlusion map (window {window}, stride {stride}) matches perturbation.occlusion.")
+
+
+# --- Part 2: saliency, input x gradient, class model -----------------------------------------
+
+
+def _score_gradient(model, images, target, probability=False) -> torch.Tensor:
+    """d S_c / d I (or d P_c / d I) for each image, plain autograd."""
+    x = images.clone().requires_grad_(True)
+    out = model(x)
+    out = out.softmax(dim=1) if probability else out
+    (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
+    return grad
+
+
+def check_saliency(fn: Callable, seed: int | None = None) -> None:
+    """``fn(model, images, target)`` returns ``[N, H, W]``, :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|`."""
+    model, fresh = load_shapes_net(), load_shapes_net()
+    images, labels = _shapes(seed or 0, 3)
+    target = _targets(labels, seed)
+    got = fn(model, images.clone(), target.clone())
+    _check_untouched(model, fresh, "your saliency")
+    w = attribution.gradient(model, images, target)
+    mistakes = {
+        "the gradient itself, one map per colour channel (take the max over channels, dim=1)": w,
+        "the sum over colour channels of |w| (the lecture takes the max)": w.abs().sum(1),
+        "the mean over colour channels of |w| (the lecture takes the max)": w.abs().mean(1),
+        "the max over channels of w without the absolute value": w.amax(1),
+        "the gradient of the softmax probability (use the score S_c, the logit)": (
+            _score_gradient(model, images, target, probability=True).abs().amax(1)
+        ),
+        "the saliency of the predicted class (use the given target)": attribution.saliency(
+            model, images
+        ),
+    }
+    _compare(
+        got,
+        attribution.saliency(model, images, target),
+        "saliency",
+        "M_ij = max_c |w_h(i,j,c)|, w = dS_c/dI at I_0 (the score, not the probability).",
+        mistakes,
+        _pixel,
+    )
+    _ok("saliency maps match attribution.saliency (max over channels of |dS_c/dI|).")
+
+
+def check_input_x_gradient(fn: Callable, seed: int | None = None) -> None:
+    """``fn(model, images, target)`` returns :math:`I \\odot \\partial S_c/\\partial I`, ``[N, C, H, W]``."""
+    model, fresh = load_shapes_net(), load_shapes_net()
+    images, labels = _shapes(seed or 0, 3)
+    target = _targets(labels, seed)
+    got = fn(model, images.clone(), target.clone())
+    _check_untouched(model, fresh, "your input_x_gradient")
+    expected = attribution.input_x_gradient(model, images, target)
+    w = attribution.gradient(model, images, target)
+    mistakes = {
+        "the gradient alone (multiply by the input)": w,
+        "|input x gradient| (keep the sign)": expected.abs(),
+        "input x gradient summed over colour channels (keep [N, C, H, W])": expected.sum(1),
+    }
+    _compare(
+        got,
+        expected,
+        "input x gradient",
+        "the contribution of pixel value x_i is x_i · dS_c/dx_i (for y = w^T x: w_i x_i).",
+        mistakes,
+        _pixel,
+    )
+    _ok("input x gradient matches attribution.input_x_gradient.")
+
+
+def check_ascent_step(fn: Callable, seed: int | None = None) -> None:
+    """``fn(model, image, target, l2, lr)`` returns the image after one step of gradient ascent
+    on :math:`S_c(I) - \\lambda \\|I\\|_2^2`: :math:`I + lr\\,(\\partial S_c/\\partial I - 2\\lambda I)`."""
+    model, fresh = load_shapes_net(), load_shapes_net()
+    generator = torch.Generator().manual_seed(seed or 0)
+    image = torch.rand(3, 64, 64, generator=generator)
+    target = 1 if seed is None else int(torch.randint(0, len(CLASSES), (1,), generator=generator))
+    l2, lr = (
+        (0.05, 0.1)
+        if seed is None
+        else (0.2 * float(torch.rand(1, generator=generator)) + 0.01, 0.3)
+    )
+    before = image.clone()
+    got = fn(model, image, target, l2, lr)
+    if not torch.equal(image, before):
+        raise AssertionError(
+            "your ascent_step changed `image` in place; return a new tensor and leave the input "
+            "as it came (e.g. image.detach().clone().requires_grad_(True) before the forward pass)."
+        )
+    _check_untouched(model, fresh, "your ascent_step")
+    t = torch.tensor([target])
+    g = _score_gradient(model, image[None], t)[0]
+    p = _score_gradient(model, image[None], t, probability=True)[0]
+    mistakes = {
+        "a descent step, I - lr · gradient (ascent adds it)": image - lr * (g - 2 * l2 * image),
+        "the gradient without the factor 2 of d(λ||I||²)/dI = 2λI": image + lr * (g - l2 * image),
+        "+ λ||I||² (the penalty is subtracted)": image + lr * (g + 2 * l2 * image),
+        "ascent on S_c alone, without the L2 term": image + lr * g,
+        "the softmax probability instead of the score S_c": image + lr * (p - 2 * l2 * image),
+    }
+    _compare(
+        got,
+        image + lr * (g - 2 * l2 * image),
+        "ascent step",
+        "I_new = I + lr · ∂/∂I [S_c(I) - λ||I||²] = I + lr · (∂S_c/∂I - 2λ I).",
+        mistakes,
+        lambda index: f"channel {index[0]}, pixel {index[1:]}",
+    )
+    _ok("one step of class model ascent is right: I + lr · (dS_c/dI - 2λI).")
+
+
+# --- Part 2: DeconvNet and guided backpropagation ----------------------------------------------
+
+
+def _relu_cases(seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    if seed is None:
+        return [(LECTURE_FORWARD_INPUT.copy(), LECTURE_GRAD_FROM_ABOVE.copy())]
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 3), (2, 5), (2, 3, 4, 4)]
+    return [(rng.standard_normal(shape), rng.standard_normal(shape)) for shape in shapes]
+
+
+def _other_rules(rule: str, x, r) -> dict:
+    mistakes = {
+        f"the {RULE_NAMES[other]} rule": rules.relu_backward(x, r, other)
+        for other in rules.RULES
+        if other != rule
+    }
+    mistakes["the ReLU's forward pass, max(f^l, 0)"] = np.maximum(np.asarray(x), 0)
+    return mistakes
+
+
+def check_relu_backward(fn: Callable, rule: str, seed: int | None = None) -> None:
+    """``fn(forward_input, grad_output)`` returns :math:`R^l` by ``rule``, for numpy arrays."""
+    rules.check_rule(rule)
+    for x, r in _relu_cases(seed):
+        x_before, r_before = x.copy(), r.copy()
+        got = fn(x, r)
+        if not (np.array_equal(x, x_before) and np.array_equal(r, r_before)):
+            raise AssertionError(
+                "your function changed its input arrays in place; compute a new array "
+                "(np.where(mask, grad_output, 0) or grad_output * mask) and leave them unchanged."
+            )
+        _compare(
+            got,
+            rules.relu_backward(x, r, rule),
+            f"relu_backward ({RULE_NAMES[rule]})",
+            RULE_TEXT[rule] + ".",
+            _other_rules(rule, x, r),
+        )
+    case = "the lecture's 3x3 example" if seed is None else "random arrays"
+    _ok(f"relu_backward follows the {RULE_NAMES[rule]} rule on {case}.")
+
+
+def check_relu_function(fn_class, rule: str, seed: int | None = None) -> None:
+    """``fn_class.apply(x)`` is a ``torch.autograd.Function``: ReLU forward, ``rule`` backward."""
+    rules.check_rule(rule)
+    if not (isinstance(fn_class, type) and issubclass(fn_class, torch.autograd.Function)):
+        raise AssertionError(
+            f"expected a subclass of torch.autograd.Function, got {fn_class!r}; call it as "
+            "MyReLU.apply(x)."
+        )
+    for x_np, r_np in _relu_cases(seed):
+        x = torch.tensor(x_np, dtype=torch.float64, requires_grad=True)
+        r = torch.tensor(r_np, dtype=torch.float64)
+        y = fn_class.apply(x)
+        _compare(
+            y,
+            x.detach().clamp(min=0),
+            "forward",
+            "every rule computes the usual ReLU forward, f^{l+1} = max(f^l, 0); only the "
+            "backward pass differs.",
+        )
+        if not torch.equal(x.detach(), torch.tensor(x_np, dtype=torch.float64)):
+            raise AssertionError("forward changed its input in place; return a new tensor.")
+        if not y.requires_grad:
+            raise AssertionError(
+                "the output does not require grad: compute it inside forward(ctx, x) and call "
+                "the function as fn_class.apply(x)."
+            )
+        (got,) = torch.autograd.grad(y, x, grad_outputs=r)
+        _compare(
+            got,
+            rules.relu_backward(x_np, r_np, rule),
+            f"backward ({RULE_NAMES[rule]})",
+            RULE_TEXT[rule] + ". (backward(ctx, grad_output) receives R^{l+1}; save what "
+            "you need in forward with ctx.save_for_backward.)",
+            _other_rules(rule, x_np, r_np),
+        )
+    case = "the lecture's 3x3 example" if seed is None else "random tensors"
+    _ok(f"{fn_class.__name__}: ReLU forward, {RULE_NAMES[rule]} backward, on {case}.")
+
+
+def reference_relu_function(rule: str) -> type[torch.autograd.Function]:
+    """A ``torch.autograd.Function``: ReLU forward, ``rule`` backward (``rules.relu_backward``)."""
+    rules.check_rule(rule)
+
+    class RuleReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (x,) = ctx.saved_tensors
+            return rules.relu_backward(x, grad_output, rule)
+
+    RuleReLU.__name__ = f"{RULE_NAMES[rule].title().replace(' ', '')}ReLU"
+    return RuleReLU
+
+
+def _nested_model(seed: int) -> nn.Module:
+    """A small ConvNet whose ReLUs sit at two depths, to test a replacement that walks the tree."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4)),
+            nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4)),
+            nn.Flatten(),
+            nn.Linear(8 * 4 * 4, 16),
+            nn.ReLU(),
+            nn.Linear(16, len(CLASSES)),
+        )
+    return model.eval()
+
+
+def check_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | None = None) -> None:
+    """``fn(model, relu_function)`` returns a copy of ``model`` in which every ``nn.ReLU`` calls
+    ``relu_function.apply``; its input gradient must equal ``attribution.backprop(rule=rule)``.
+    ``seed`` checks a small model with ReLUs inside nested blocks."""
+    model = load_shapes_net() if seed is None else _nested_model(seed)
+    fresh = copy.deepcopy(model)
+    images, labels = _shapes(seed or 0, 2)
+    target = _targets(labels, seed)
+    new = fn(model, reference_relu_function(rule))
+    if new is model:
+        raise AssertionError(
+            "your function returned the model it was given: make a copy first, "
+            "new = copy.deepcopy(model), and replace the ReLUs of the copy."
+        )
+    _check_untouched(model, fresh, "your function")
+    if not isinstance(new, nn.Module):
+        raise AssertionError(f"expected the new model (an nn.Module), got {type(new).__name__}.")
+    left = [name for name, m in new.named_modules() if type(m) is nn.ReLU]
+    got = _score_gradient(new, images, target)
+    mistakes = {
+        "the plain gradient (the ReLUs still backpropagate as usual)": attribution.gradient(
+            model, images, target
+        )
+    }
+    _compare(
+        got,
+        attribution.backprop(model, images, target, rule=rule),
+        f"the input gradient of the new model ({RULE_NAMES[rule]} ReLUs)",
+        RULE_TEXT[rule]
+        + (f". The new model still holds nn.ReLU layers: {', '.join(left)}." if left else "."),
+        mistakes,
+        _pixel,
+    )
+    where = "ShapesNet" if seed is None else "a model with ReLUs in nested blocks"
+    _ok(f"every ReLU of {where} replaced; its gradient equals attribution.backprop(rule={rule!r}).")
+
+
+def check_guided_hooks(fn: Callable, seed: int | None = None) -> None:
+    """``fn(model, images, target)`` computes guided backprop with backward hooks on the model's
+    ``nn.ReLU`` layers, removed afterwards; compared with ``attribution.guided_backprop``."""
+    model = load_shapes_net() if seed is None else _nested_model(seed)
+    fresh = copy.deepcopy(model)
+    images, labels = _shapes(seed or 0, 2)
+    target = _targets(labels, seed)
+    got = fn(model, images.clone(), target.clone())
+    _check_untouched(model, fresh, "your guided_backprop_with_hooks")
+    mistakes = {
+        f"the {RULE_NAMES[other]} rule": attribution.backprop(model, images, target, rule=other)
+        for other in ("gradient", "deconvnet")
+    }
+    mistakes["the predicted class's map (use the given target)"] = attribution.guided_backprop(
+        model, images
+    )
+    _compare(
+        got,
+        attribution.guided_backprop(model, images, target),
+        "guided backprop",
+        "R^l = (f^l > 0) · (R^{l+1} > 0) · R^{l+1}. A ReLU's grad_input[0] is already "
+        "(f^l > 0) · R^{l+1}; the hook returns it with its negative entries set to 0.",
+        mistakes,
+        _pixel,
+    )
+    _ok("guided backprop with hooks matches attribution.guided_backprop; no hooks left.")

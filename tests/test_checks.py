@@ -1,0 +1,411 @@
+"""The exercise checks: each passes a correct answer and fails a typical wrong one with a message
+that says where, what was expected and which mistake the answer looks like."""
+
+import copy
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lecture_lib import activations, attribution, checks, perturbation
+from lecture_lib.models import load_shapes_net
+
+# The lecture's tables ("Difference in backpropagating through ReLU"), typed from the slides.
+LECTURE_TABLES = {
+    "gradient": [[-2, 0, -1], [6, 0, 0], [0, -1, 3]],
+    "deconvnet": [[0, 3, 0], [6, 0, 1], [2, 0, 3]],
+    "guided": [[0, 0, 0], [6, 0, 0], [0, 0, 3]],
+}
+
+
+@pytest.fixture
+def printed(capsys):
+    def read() -> str:
+        return capsys.readouterr().out
+
+    return read
+
+
+# --- the ReLU rules -----------------------------------------------------------------------------
+
+
+def numpy_rule(rule):
+    def backward(x, r):
+        keep = {"gradient": x > 0, "deconvnet": r > 0, "guided": (x > 0) & (r > 0)}[rule]
+        return np.where(keep, r, 0)
+
+    return backward
+
+
+@pytest.mark.parametrize("rule", ["gradient", "deconvnet", "guided"])
+def test_relu_backward_passes_a_correct_rule_on_the_slide_and_random_arrays(rule, printed):
+    checks.check_relu_backward(numpy_rule(rule), rule)
+    checks.check_relu_backward(numpy_rule(rule), rule, seed=3)
+    out = printed()
+    assert out.count("✓") == 2 and "lecture's 3x3 example" in out and "random arrays" in out
+
+
+@pytest.mark.parametrize("rule", ["gradient", "deconvnet", "guided"])
+def test_relu_backward_accepts_the_slides_own_table(rule):
+    def slide(x, r):
+        return np.array(LECTURE_TABLES[rule])
+
+    checks.check_relu_backward(slide, rule)
+    with pytest.raises(AssertionError):  # a table is no rule: random arrays find it out
+        checks.check_relu_backward(slide, rule, seed=1)
+
+
+def test_the_gradient_rule_handed_in_for_deconvnet_is_named():
+    with pytest.raises(AssertionError) as error:
+        checks.check_relu_backward(numpy_rule("gradient"), "deconvnet")
+    message = str(error.value)
+    assert "entry (0, 0): got -2, expected 0" in message
+    assert "keeps R^{l+1} where R^{l+1} > 0, whatever the forward input" in message
+    assert "exactly what the gradient rule gives" in message
+
+
+def test_guided_without_the_forward_mask_is_named_deconvnet():
+    with pytest.raises(AssertionError, match="exactly what the DeconvNet rule gives"):
+        checks.check_relu_backward(numpy_rule("deconvnet"), "guided")
+
+
+def test_relu_backward_that_changes_its_input_in_place_fails():
+    def in_place(x, r):
+        r[x <= 0] = 0
+        return r
+
+    with pytest.raises(AssertionError, match="in place"):
+        checks.check_relu_backward(in_place, "gradient")
+
+
+def test_relu_backward_without_return_is_explained():
+    with pytest.raises(AssertionError, match="returned None"):
+        checks.check_relu_backward(lambda x, r: None, "guided")
+
+
+@pytest.mark.parametrize("rule", ["gradient", "deconvnet", "guided"])
+def test_relu_function_passes_the_reference_function(rule, printed):
+    function = checks.reference_relu_function(rule)
+    checks.check_relu_function(function, rule)
+    checks.check_relu_function(function, rule, seed=5)
+    assert printed().count("✓") == 2
+
+
+def test_relu_function_with_the_wrong_backward_or_forward_fails():
+    with pytest.raises(AssertionError, match="exactly what the gradient rule gives"):
+        checks.check_relu_function(checks.reference_relu_function("gradient"), "guided")
+
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.clamp(min=0)
+
+    with pytest.raises(AssertionError, match=r"forward, entry .*usual ReLU forward"):
+        checks.check_relu_function(Identity, "deconvnet")
+    with pytest.raises(AssertionError, match="subclass of torch.autograd.Function"):
+        checks.check_relu_function(torch.relu, "deconvnet")
+
+
+def replace_relus(model, relu_function, nested=True):
+    class Layer(nn.Module):
+        def forward(self, x):
+            return relu_function.apply(x)
+
+    new = copy.deepcopy(model)
+    modules = new.named_modules() if nested else new.named_children()
+    for name in [n for n, m in modules if isinstance(m, nn.ReLU)]:
+        parent, _, child = name.rpartition(".")
+        setattr(new.get_submodule(parent), child, Layer())
+    return new
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_relu_replacement_passes_on_shapes_net_and_nested_blocks(rule, printed):
+    checks.check_relu_replacement(replace_relus, rule)
+    checks.check_relu_replacement(replace_relus, rule, seed=7)
+    out = printed()
+    assert "ShapesNet" in out and "nested blocks" in out
+
+
+def test_relu_replacement_that_misses_nested_relus_names_them():
+    flat = partial(replace_relus, nested=False)
+    checks.check_relu_replacement(flat, "deconvnet")  # ShapesNet's ReLUs are all children
+    with pytest.raises(AssertionError, match=r"still holds nn.ReLU layers: 0.1, 1.1"):
+        checks.check_relu_replacement(flat, "deconvnet", seed=7)
+
+
+def test_relu_replacement_on_the_model_itself_fails():
+    def in_place(model, relu_function):
+        new = replace_relus(model, relu_function)
+        for name, layer in new.named_children():
+            setattr(model, name, layer)
+        return model
+
+    with pytest.raises(AssertionError, match=r"copy.deepcopy\(model\)"):
+        checks.check_relu_replacement(in_place, "deconvnet")
+
+
+def guided_hooks(model, images, target, remove=True, clamp_input=True):
+    def hook(module, grad_input, grad_output):
+        return ((grad_input if clamp_input else grad_output)[0].clamp(min=0),)
+
+    handles = [
+        m.register_full_backward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)
+    ]
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[torch.arange(len(x)), target].sum(), x)
+    if remove:
+        for handle in handles:
+            handle.remove()
+    return grad
+
+
+def test_guided_hooks_pass_and_their_mistakes_are_named(printed):
+    checks.check_guided_hooks(guided_hooks)
+    checks.check_guided_hooks(guided_hooks, seed=2)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="left hooks on relu1, relu2"):
+        checks.check_guided_hooks(partial(guided_hooks, remove=False))
+    with pytest.raises(AssertionError, match="exactly what the DeconvNet rule gives"):
+        checks.check_guided_hooks(partial(guided_hooks, clamp_input=False))
+    with pytest.raises(AssertionError, match="predicted class"):
+        checks.check_guided_hooks(lambda m, x, t: attribution.guided_backprop(m, x))
+
+
+# --- gradients: saliency, input x gradient, class model --------------------------------------
+
+
+def test_saliency_passes_the_library_and_names_typical_mistakes(printed):
+    checks.check_saliency(attribution.saliency)
+    checks.check_saliency(attribution.saliency, seed=4)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError) as error:
+        checks.check_saliency(partial(attribution.saliency, reduce="sum"))
+    assert "image 0, pixel (0, 0)" in str(error.value)
+    assert "sum over colour channels of |w| (the lecture takes the max)" in str(error.value)
+    with pytest.raises(AssertionError, match=r"got shape \(3, 3, 64, 64\), expected \(3, 64, 64\)"):
+        checks.check_saliency(attribution.gradient)
+    with pytest.raises(AssertionError, match="saliency of the predicted class"):
+        checks.check_saliency(lambda m, x, t: attribution.saliency(m, x))
+    with pytest.raises(AssertionError, match="without the absolute value"):
+        checks.check_saliency(lambda m, x, t: attribution.gradient(m, x, t).amax(1))
+
+
+def softmax_saliency(model, images, target):
+    x = images.clone().requires_grad_(True)
+    p = model(x).softmax(dim=1)[torch.arange(len(x)), target]
+    (w,) = torch.autograd.grad(p.sum(), x)
+    return w.abs().amax(dim=1)
+
+
+def test_saliency_of_the_probability_is_named():
+    with pytest.raises(AssertionError, match="softmax probability"):
+        checks.check_saliency(softmax_saliency)
+
+
+def test_input_x_gradient_passes_the_library_and_fails_the_gradient_alone():
+    checks.check_input_x_gradient(attribution.input_x_gradient)
+    checks.check_input_x_gradient(attribution.input_x_gradient, seed=6)
+    with pytest.raises(AssertionError, match="the gradient alone"):
+        checks.check_input_x_gradient(attribution.gradient)
+    with pytest.raises(AssertionError, match="keep the sign"):
+        checks.check_input_x_gradient(lambda m, x, t: attribution.input_x_gradient(m, x, t).abs())
+
+
+def ascent(model, image, target, l2, lr, factor=2.0, sign=1.0):
+    x = image.detach().clone().requires_grad_(True)
+    s = model(x[None])[0, target]
+    (g,) = torch.autograd.grad(s, x)
+    return (x + sign * lr * (g - factor * l2 * x)).detach()
+
+
+def autograd_ascent(model, image, target, l2, lr):
+    x = image.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x[None])[0, target] - l2 * x.pow(2).sum(), x)
+    return (x + lr * g).detach()
+
+
+def test_ascent_step_passes_and_names_the_typical_mistakes(printed):
+    checks.check_ascent_step(autograd_ascent)
+    checks.check_ascent_step(ascent, seed=8)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="a descent step"):
+        checks.check_ascent_step(partial(ascent, sign=-1.0))
+    with pytest.raises(AssertionError, match="without the factor 2"):
+        checks.check_ascent_step(partial(ascent, factor=1.0))
+    with pytest.raises(AssertionError, match="penalty is subtracted"):
+        checks.check_ascent_step(partial(ascent, factor=-2.0))
+    with pytest.raises(AssertionError, match="without the L2 term"):
+        checks.check_ascent_step(partial(ascent, factor=0.0))
+
+
+def test_ascent_step_that_changes_the_image_in_place_fails():
+    def in_place(model, image, target, l2, lr):
+        new = autograd_ascent(model, image, target, l2, lr)
+        image.copy_(new)
+        return new
+
+    with pytest.raises(AssertionError, match="changed `image` in place"):
+        checks.check_ascent_step(in_place)
+
+
+# --- perturbation and saturation ---------------------------------------------------------------
+
+
+def test_saturation_by_hand_accepts_the_lectures_numbers_only():
+    checks.check_saturation_by_hand(
+        {"gradient": (0, 0), "single_feature": (0.0, 0.0), "integrated_gradients": (0.5, 0.5)}
+    )
+    with pytest.raises(AssertionError) as error:
+        checks.check_saturation_by_hand(
+            {"gradient": (1, 1), "single_feature": (0, 0), "integrated_gradients": (0.5, 0.5)}
+        )
+    assert "gradient: your value for i1 and i2 is not right. Which branch" in str(error.value)
+    assert "expected" not in str(error.value)  # a hint, not the answer
+    with pytest.raises(AssertionError, match=r"integrated_gradients: .* i2 .*completeness"):
+        checks.check_saturation_by_hand(
+            {"gradient": (0, 0), "single_feature": (0, 0), "integrated_gradients": (0.5, 1)}
+        )
+    with pytest.raises(AssertionError, match="no entry 'single_feature'"):
+        checks.check_saturation_by_hand({"gradient": (0, 0), "integrated_gradients": (0.5, 0.5)})
+
+
+def loop_integrated_gradients(model, x, baseline, steps, alpha_offset=0.5, scale=True):
+    total = torch.zeros_like(x)
+    for k in range(steps):
+        point = (baseline + (k + alpha_offset) / steps * (x - baseline)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(point)[:, 0].sum(), point)
+        total += grad
+    return (x - baseline) * total / steps if scale else total / steps
+
+
+def test_integrated_gradients_passes_a_plain_loop_and_names_mistakes(printed):
+    checks.check_integrated_gradients(loop_integrated_gradients)
+    checks.check_integrated_gradients(loop_integrated_gradients, seed=9)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match=r"without the factor \(x - x'\)"):
+        checks.check_integrated_gradients(partial(loop_integrated_gradients, scale=False), seed=9)
+    with pytest.raises(AssertionError, match="left Riemann sum"):
+        checks.check_integrated_gradients(
+            partial(loop_integrated_gradients, alpha_offset=0.0), seed=9
+        )
+
+
+def loop_occlusion(model, image, target, window, stride, baseline, mean=True):
+    _, height, width = image.shape
+    drops, counts = torch.zeros(height, width), torch.zeros(height, width)
+    with torch.no_grad():
+        score = model(image[None])[0, target]
+        for top in range(0, height - window + 1, stride):
+            for left in range(0, width - window + 1, stride):
+                hidden = image.clone()
+                hidden[:, top : top + window, left : left + window] = baseline
+                drops[top : top + window, left : left + window] += (
+                    score - model(hidden[None])[0, target]
+                )
+                counts[top : top + window, left : left + window] += 1
+    return drops / counts if mean else drops
+
+
+def test_occlusion_passes_a_plain_loop_and_names_mistakes(printed):
+    checks.check_occlusion(loop_occlusion)
+    checks.check_occlusion(loop_occlusion, window=24, stride=8, seed=3)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="not divided by the number of windows"):
+        checks.check_occlusion(partial(loop_occlusion, mean=False))
+    with pytest.raises(AssertionError, match="opposite sign"):
+        checks.check_occlusion(lambda *args: -loop_occlusion(*args))
+
+
+def test_occlusion_with_the_library_passes():
+    checks.check_occlusion(
+        lambda m, im, t, w, s, b: perturbation.occlusion(m, im, t, w, s, b), seed=5
+    )
+
+
+# --- activations ----------------------------------------------------------------------------------
+
+
+def hooked_maps(model, images, layers, remove=True, late_binding=False, keep_input=False):
+    maps, handles = {}, []
+    for name in layers:
+        if late_binding:
+
+            def hook(module, inputs, output):
+                maps[name] = output.detach()  # noqa: B023 (the mistake under test)
+        else:
+
+            def hook(module, inputs, output, name=name):
+                maps[name] = (inputs[0] if keep_input else output).detach()
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    with torch.no_grad():
+        model(images)
+    if remove:
+        for handle in handles:
+            handle.remove()
+    return maps
+
+
+def test_feature_maps_pass_and_their_mistakes_are_named(printed):
+    checks.check_feature_maps(hooked_maps)
+    checks.check_feature_maps(activations.feature_maps, layers=["conv1", "pool2", "fc1"], seed=3)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="left hooks on relu1, conv2, relu4"):
+        checks.check_feature_maps(partial(hooked_maps, remove=False))
+    with pytest.raises(AssertionError, match="loop variable"):
+        checks.check_feature_maps(partial(hooked_maps, late_binding=True))
+    with pytest.raises(AssertionError, match=r"the \*input\* of 'relu1'"):
+        checks.check_feature_maps(partial(hooked_maps, keep_input=True))
+
+
+def measured_receptive_fields() -> dict[str, int]:
+    """An independent measurement: in a copy of ShapesNet made linear and positive (ReLU ->
+    identity, max-pool -> average-pool, every weight 1), the gradient of the centre unit of a
+    layer is non-zero exactly on the pixels that unit sees."""
+    model = load_shapes_net()
+    linear = nn.Sequential()
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.ReLU):
+            layer = nn.Identity()
+        elif isinstance(layer, nn.MaxPool2d):
+            layer = nn.AvgPool2d(layer.kernel_size, layer.stride)
+        elif isinstance(layer, nn.Conv2d):
+            layer = copy.deepcopy(layer)
+            nn.init.ones_(layer.weight)
+        linear.add_module(name, layer)
+    fields = {}
+    for name, layer in linear.named_children():
+        if not isinstance(layer, (nn.Conv2d, nn.AvgPool2d)):
+            continue
+        x = torch.zeros(1, 3, 64, 64, requires_grad=True)
+        out = linear[: list(dict(linear.named_children())).index(name) + 1](x)
+        centre = out.shape[-1] // 2
+        (grad,) = torch.autograd.grad(out[0, :, centre, centre].sum(), x)
+        rows = grad[0].abs().sum(dim=(0, 2)).nonzero()
+        fields[name] = int(rows.max() - rows.min() + 1)
+    return fields
+
+
+def test_receptive_fields_agree_with_a_measurement():
+    assert checks.receptive_fields(load_shapes_net()) == measured_receptive_fields()
+    assert checks.receptive_fields(load_shapes_net())["conv4"] == 38
+
+
+def test_receptive_fields_check_explains_the_jump_without_the_answer():
+    right = {"conv1": 3, "pool1": 4, "conv2": 8, "pool2": 10}
+    right.update(conv3=18, pool3=22, conv4=38, pool4=46)
+    checks.check_receptive_fields(right)
+    without_jump = dict(right, conv2=6)
+    with pytest.raises(AssertionError) as error:
+        checks.check_receptive_fields(without_jump)
+    assert "conv2: 6 is not right" in str(error.value) and "j = 2 pixels" in str(error.value)
+    assert "8" not in str(error.value)  # a hint, not the answer
+    with pytest.raises(AssertionError, match=r"missing: \['pool4'\]"):
+        checks.check_receptive_fields({k: v for k, v in right.items() if k != "pool4"})
