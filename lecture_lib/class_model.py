@@ -27,14 +27,13 @@ and ended on a circle (see ``train``).
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
-import torchvision.transforms.functional as TF
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import gaussian_blur
 from .targets import Neuron, explaining, model_device, score, target_indices
 
 OBJECTIVES: tuple[str, ...] = ("score", "softmax", "log_softmax")
@@ -201,8 +200,5 @@ def _roll(image: torch.Tensor, jitter: int, generator: torch.Generator) -> torch
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A Gaussian blur of standard deviation ``sigma`` pixels (kernel of 3 sigma each side)."""
-    if sigma <= 0:
-        return image
-    radius = max(1, math.ceil(3 * sigma))
-    return TF.gaussian_blur(image[None], [2 * radius + 1] * 2, [sigma, sigma])[0]
+    """A Gaussian blur of standard deviation ``sigma`` pixels (``data.gaussian_blur``)."""
+    return gaussian_blur(image[None], sigma)[0] if sigma > 0 else image

@@ -215,6 +215,21 @@ def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur a batch ``[N, C, H, W]`` with a Gaussian of ``sigma`` pixels: a separable kernel cut
+    at 3 sigma (at least one pixel each side), reflected at the borders."""
+    radius = min(max(1, math.ceil(3 * sigma)), images.shape[-1] - 1, images.shape[-2] - 1)
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    padded = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = torch.nn.functional.conv2d(
+        padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c
+    )
+    return torch.nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def class_name(label: int | torch.Tensor) -> str:
     """The name of a shapes class index, e.g. ``class_name(4) == "star"``."""
     return CLASSES[int(label)]

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import gaussian_blur
 from .targets import as_batch, explaining, get_layer, model_device, score, target_indices
 
 # --- reading a map ----------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
         if substrate == "mean":
             return batch.mean(dim=(2, 3), keepdim=True).expand_as(batch).clone()
         if substrate == "blur":
-            return _gaussian_blur(batch, BLUR_SIGMA)
+            return gaussian_blur(batch, BLUR_SIGMA)
         raise ValueError(
             f"substrate must be one of {', '.join(map(repr, SUBSTRATES))}, a number or a tensor, "
             f"got substrate={substrate!r}."
@@ -231,18 +232,6 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
             f"{tuple(batch.shape)}; give a number, one image {tuple(batch.shape[1:])} or one "
             "per example."
         ) from error
-
-
-def _gaussian_blur(batch: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflected borders, the kernel cut at 3 sigma."""
-    radius = min(int(3 * sigma), batch.shape[-1] - 1, batch.shape[-2] - 1)
-    x = torch.arange(-radius, radius + 1, dtype=batch.dtype, device=batch.device)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = batch.shape[1]
-    padded = nn.functional.pad(batch, (radius, radius, radius, radius), mode="reflect")
-    rows = nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -408,6 +397,47 @@ def auc(curve: torch.Tensor, per_example: bool = False):
     if curve.ndim == 1:
         return area if per_example else float(area)
     return _mean_or_all(area, per_example, single=False)
+
+
+# --- class sensitivity ------------------------------------------------------------------------
+
+
+def maps_per_class(
+    model: nn.Module, inputs: torch.Tensor, method: Callable, k: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image explained for each of its ``k`` most probable classes (all classes when None).
+
+    Returns ``(maps, classes)``: ``maps`` ``[N, k, ...]`` (``method``'s map for each class),
+    ``classes`` ``[N, k]``, the most probable class first.
+    """
+    batch, _ = as_batch(inputs, "maps_per_class")
+    with explaining(model), torch.no_grad():
+        logits = model(batch.to(model_device(model)))
+    k = logits.shape[1] if k is None else k
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= logits.shape[1]:
+        raise ValueError(
+            f"maps_per_class: k must be an int in 2..{logits.shape[1]} (the model has "
+            f"{logits.shape[1]} classes), got k={k!r}."
+        )
+    classes = logits.topk(k, dim=1).indices.cpu()
+    maps = torch.stack([method(model, batch, classes[:, r]) for r in range(k)], dim=1)
+    return maps, classes
+
+
+def class_correlation(maps: torch.Tensor) -> torch.Tensor:
+    r"""How alike are an image's maps for different classes? ``maps`` ``[N, k, ...]`` (from
+    ``maps_per_class``) gives ``[N, k (k - 1) / 2]``: the Pearson correlation of every pair of
+    different classes. Near 1: the map hardly depends on the class (an explanation of the image,
+    not of the decision)."""
+    a = _as_tensor(maps, "maps", "class_correlation")
+    if a.ndim < 3 or a.shape[1] < 2:
+        raise ValueError(
+            "class_correlation: maps must be [N, k, ...] with k >= 2 classes per image, got "
+            f"shape {tuple(a.shape)}."
+        )
+    k = a.shape[1]
+    pairs = torch.triu_indices(k, k, offset=1)
+    return torch.stack([torch.corrcoef(m.flatten(1).double())[pairs[0], pairs[1]] for m in a]).float()
 
 
 # --- sanity check: model parameter randomization ----------------------------------------------

@@ -138,8 +138,9 @@ class NotebookFigure(Figure):
         display(Image(buffer.getvalue()))
 
 
-def _subplots(*args, **kwargs):
-    """``plt.subplots`` with a ``NotebookFigure`` and constrained layout."""
+def subplots(*args, **kwargs):
+    """``plt.subplots`` for a notebook's own figures: a ``NotebookFigure`` (shown once) with
+    constrained layout; the arguments are ``plt.subplots``'s."""
     return plt.subplots(*args, FigureClass=NotebookFigure, layout="constrained", **kwargs)
 
 
@@ -147,7 +148,7 @@ def _grid(n: int, ncols: int, size: float, function: str) -> tuple[Figure, list[
     """A figure with ``n`` axes in rows of ``ncols``, ticks off, unused axes removed."""
     ncols = min(_check_ncols(ncols, function), n)
     nrows = math.ceil(n / ncols)
-    fig, axes = _subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     axes = list(axes.ravel())
     for ax in axes[n:]:
         fig.delaxes(ax)
@@ -159,7 +160,7 @@ def _grid(n: int, ncols: int, size: float, function: str) -> tuple[Figure, list[
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """The given axes and its figure, or a new figure with one axes."""
     if ax is None:
-        fig, ax = _subplots(figsize=figsize)
+        fig, ax = subplots(figsize=figsize)
         return fig, ax
     return ax.get_figure(root=True), ax
 
@@ -512,13 +513,15 @@ def compare_methods(
         str(method): _rows(maps, n, f"attributions[{method!r}]")
         for method, maps in attributions.items()
     }
-    fig, axes = _subplots(
+    fig, axes = subplots(
         n, 1 + len(columns), figsize=(size * (1 + len(columns)), size * n), squeeze=False
     )
     for i, picture in enumerate(pictures):
         draw_image(axes[i, 0], picture, titles[i] if titles else f"image {i}")
     for j, (method, maps) in enumerate(columns.items(), start=1):
-        method_signed = signed if signed is not None else any((m < 0).any() for m in maps)
+        method_signed = signed
+        if signed is None:  # magnitudes (reduce="max") are never signed
+            method_signed = reduce != "max" and any((m < 0).any() for m in maps)
         for i, (picture, m) in enumerate(zip(pictures, maps)):
             style = map_style(
                 m, signed=method_signed, clip=clip, reduce=reduce, function="compare_methods"
@@ -677,7 +680,7 @@ def relu_tables(
         r_l = relu_backward(f_l, r_above, name)
         tables.append((f"$R^l$, {name}\n{RULE_FORMULAS[name]}", r_l))
     limit = max(float(np.abs(t).max()) for _, t in tables) or 1.0
-    fig, axes = _subplots(1, len(tables), figsize=(size * len(tables), size + 0.6))
+    fig, axes = subplots(1, len(tables), figsize=(size * len(tables), size + 0.6))
     for ax, (title, values) in zip(axes, tables):
         _table(ax, values + 0.0, limit, cmap)  # + 0.0 turns -0 into 0
         ax.set_title(title)

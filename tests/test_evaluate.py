@@ -515,3 +515,30 @@ def test_randomization_bad_input_is_named(shapes_net, shapes_batch):
         randomization_test(shapes_net, images, lambda m, x, t: x.flatten(1))
     with pytest.raises(TypeError, match="method must be an attribution function"):
         randomization_test(shapes_net, images, "gradient")
+
+
+def test_maps_per_class_explains_each_image_for_its_most_probable_classes(shapes_net):
+    from lecture_lib import attribution
+    from lecture_lib.evaluate import class_correlation, maps_per_class
+
+    images = make_shapes(3, seed=4)[0]
+    maps, classes = maps_per_class(shapes_net, images, attribution.gradient, k=3)
+    assert maps.shape == (3, 3, 3, 64, 64) and classes.shape == (3, 3)
+    assert torch.equal(classes[:, 0], shapes_net(images).argmax(1))
+    torch.testing.assert_close(maps[:, 1], attribution.gradient(shapes_net, images, classes[:, 1]))
+    r = class_correlation(maps)
+    assert r.shape == (3, 3)  # pairs (0, 1), (0, 2), (1, 2)
+    expected = np.corrcoef(maps[2, 0].flatten().numpy(), maps[2, 2].flatten().numpy())[0, 1]
+    assert abs(r[2, 1].item() - expected) < 1e-5
+    with pytest.raises(ValueError, match="k=9"):
+        maps_per_class(shapes_net, images, attribution.gradient, k=9)
+
+
+def test_class_correlation_of_identical_and_opposite_maps():
+    from lecture_lib.evaluate import class_correlation
+
+    m = torch.rand(1, 1, 8, 8)
+    assert torch.allclose(class_correlation(torch.cat([m, 2 * m], dim=1)), torch.ones(1, 1))
+    assert torch.allclose(class_correlation(torch.cat([m, -m], dim=1)), -torch.ones(1, 1))
+    with pytest.raises(ValueError, match="k >= 2"):
+        class_correlation(m)

@@ -288,6 +288,14 @@ def test_compare_methods_rows_are_images_columns_are_methods(images):
         np.testing.assert_allclose(shown(grid[i, 1]), maps["gradient"][i].sum(0).numpy(), 1e-5)
 
 
+def test_compare_methods_draws_magnitudes_with_the_sequential_map(images):
+    x = images[:2]
+    fig = plot.compare_methods(x, {"gradient": torch.randn(2, 3, 16, 16)}, reduce="max")
+    for ax in np.array(fig.axes).reshape(2, 2)[:, 1]:
+        assert ax.images[0].get_cmap().name == plot.SEQUENTIAL
+        assert ax.images[0].get_clim()[0] == 0
+
+
 def test_compare_methods_one_image_without_batch_axis(images):
     fig = plot.compare_methods(
         images[0], {"a": torch.randn(3, 16, 16), "b": np.random.rand(16, 16)}

@@ -1,0 +1,84 @@
+"""The lecture notebooks work as a course: parameters cell, slides, pictures, README table.
+
+nbval (run by the same ``pytest``) re-executes every notebook and compares its outputs; these
+tests check what nbval does not.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
+REQUIRED = [
+    "01_activations",
+    "02_saturation",
+    "03_saliency",
+    "04_deconvnet",
+    "05_guided_backprop",
+    "06_evaluating_explanations",
+]
+
+
+def test_every_part_of_the_lecture_has_its_notebook():
+    assert [p.stem for p in LECTURES] == REQUIRED
+
+
+@pytest.fixture(params=LECTURES, ids=[p.stem for p in LECTURES])
+def notebook(request):
+    return nbformat.read(request.param, as_version=4)
+
+
+def test_first_code_cell_is_the_parameters_cell(notebook):
+    first = next(c for c in notebook.cells if c.cell_type == "code")
+    assert "parameters" in first.metadata.get("tags", [])
+    assert 'MODEL = "shapes"' in first.source
+
+
+def test_every_cell_has_slideshow_metadata(notebook):
+    kinds = [c.metadata.get("slideshow", {}).get("slide_type") for c in notebook.cells]
+    assert None not in kinds
+    assert kinds.count("slide") >= 3
+
+
+def test_stored_with_at_least_three_pictures(notebook):
+    pictures = sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert pictures >= 3
+
+
+def test_no_errors_progress_bars_or_figure_reprs_stored(notebook):
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.outputs:
+            assert output.output_type != "error", cell.source
+            data = output.get("data", {})
+            text = output.get("text", "") + data.get("text/plain", "")
+            if "image/png" not in data:  # a figure's repr printed instead of the figure
+                assert "<Figure size" not in text, cell.source
+            assert "it/s]" not in text, cell.source
+
+
+def test_widget_cells_are_excluded_from_output_comparison(notebook):
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "widgets." in cell.source and "import" not in cell.source:
+            assert "nbval-ignore-output" in cell.metadata.get("tags", []), cell.source
+
+
+def test_converts_to_slides(notebook):
+    from nbconvert import SlidesExporter
+
+    body, _ = SlidesExporter().from_notebook_node(notebook)
+    assert body.count("<section") >= 3
+
+
+def test_readme_lists_every_lecture():
+    readme = (ROOT / "README.md").read_text()
+    for path in LECTURES:
+        assert f"lectures/{path.name}" in readme
