@@ -212,22 +212,21 @@ class _RecordMode(TorchFunctionMode):
 
 
 class _RescaleReLU(torch.autograd.Function):
-    r"""ReLU forward; backward the multiplier :math:`m = \Delta y / \Delta x`
-    (DeepLIFT's rescale rule), the gradient where :math:`\Delta x` is zero."""
+    r"""ReLU forward; backward the multiplier :math:`m = \Delta y / \Delta x` (DeepLIFT's
+    rescale rule). Where :math:`\Delta x = 0` the unit carries no difference, whatever its
+    multiplier (:math:`m \Delta x = \Delta y = 0`), and m is set to 0."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, reference: torch.Tensor, inplace: bool) -> torch.Tensor:
         delta_x = x - reference
-        delta_y = x.clamp(min=0) - reference.clamp(min=0)
-        tiny = delta_x.abs() <= 1e-7
-        multiplier = torch.where(
-            tiny, (x > 0).to(x.dtype), delta_y / torch.where(tiny, 1.0, delta_x)
-        )
-        ctx.save_for_backward(multiplier)
         if inplace:
             ctx.mark_dirty(x)
-            return x.clamp_(min=0)
-        return x.clamp(min=0)
+            output = x.clamp_(min=0)
+        else:
+            output = x.clamp(min=0)
+        multiplier = (output - reference.clamp(min=0)).div_(delta_x).nan_to_num_(nan=0.0)
+        ctx.save_for_backward(multiplier)
+        return output
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -243,21 +242,25 @@ class _RescaleMaxPool2d(torch.autograd.Function):
     :math:`\Delta y = t\,\Delta x_s + (1 - t)\,\Delta x_{s_0}` for one :math:`t \in [0, 1]`:
     the region's multiplier goes a share ``t`` to ``s`` and ``1 - t`` to ``s0``. (Sending it
     all to ``s``, as the gradient does, breaks summation-to-delta whenever the two switches
-    differ.)
+    differ.) With :math:`y = x_s` and :math:`y_0 = x'_{s_0}`,
+
+    .. math:: t = \frac{y - x_{s_0}}{(y - x_{s_0}) + (y_0 - x'_s)},
+
+    both terms of the denominator being :math:`\ge 0`; when it is 0, :math:`\Delta x_s =
+    \Delta x_{s_0}` and all of it goes to ``s``.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, reference: torch.Tensor, pool: dict) -> torch.Tensor:
         y, switch = F.max_pool2d_with_indices(x, **pool)
         y0, switch0 = F.max_pool2d_with_indices(reference, **pool)
-        n, c = y.shape[:2]
-        switch, switch0 = switch.flatten(2), switch0.expand_as(y).flatten(2)
-        delta_x = (x - reference).flatten(2)
-        at_s, at_s0 = delta_x.gather(2, switch), delta_x.gather(2, switch0)
-        delta_y = (y - y0).flatten(2)
-        spread = at_s - at_s0
-        share = torch.where(spread > 1e-7, (delta_y - at_s0) / spread.clamp(min=1e-7), 1.0)
-        ctx.save_for_backward(switch, switch0, share.clamp(0.0, 1.0))
+        switch0 = switch0.expand_as(switch)
+        x_at_s0 = x.flatten(2).gather(2, switch0.flatten(2)).view_as(y)
+        reference_at_s = reference.expand_as(x).flatten(2).gather(2, switch.flatten(2)).view_as(y)
+        above = y - x_at_s0  # >= 0: y is the largest value of x in the region
+        spread = above + (y0 - reference_at_s)  # >= above: y0 is the reference's largest
+        share = torch.where(spread > 0, above / spread, 1.0)
+        ctx.save_for_backward(switch.flatten(2), switch0.flatten(2), share.flatten(2))
         ctx.input_shape = x.shape
         return y
 
@@ -265,10 +268,11 @@ class _RescaleMaxPool2d(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         switch, switch0, share = ctx.saved_tensors
         g = grad.flatten(2)
+        to_s = g * share
         n, c, h, w = ctx.input_shape
         result = g.new_zeros(n, c, h * w)
-        result.scatter_add_(2, switch, g * share)
-        result.scatter_add_(2, switch0, g * (1.0 - share))
+        result.scatter_add_(2, switch, to_s)
+        result.scatter_add_(2, switch0, g - to_s)
         return result.view(n, c, h, w), None, None
 
 

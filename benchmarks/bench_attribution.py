@@ -1,0 +1,95 @@
+"""How much does an explanation cost, compared with one plain forward + backward pass?
+
+    python benchmarks/bench_attribution.py            # ShapesNet (batch 64) and VGG11 (batch 8, 224x224)
+    python benchmarks/bench_attribution.py --quick    # ShapesNet only
+
+For each model, the baseline is one forward pass and one backward pass to the input
+(``torch.autograd.grad(score, x)``) on the same batch, timed in the same run. Each method's time
+is printed divided by that baseline. DeepLIFT's budget is that pass plus a forward pass of its
+baseline (one image: the same black image serves the whole batch). Integrated gradients is
+printed per path step; occlusion per occluded window (and as a ratio to one forward pass of one
+image). VGG11 has random weights: speed does not depend on what the weights are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+
+from lecture_lib import attribution as A
+from lecture_lib.data import make_shapes
+from lecture_lib.models import load_shapes_net
+from lecture_lib.perturbation import occlusion
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(model, x, target):
+    x = x.clone().requires_grad_(True)
+    score = model(x).gather(1, target[:, None]).sum()
+    torch.autograd.grad(score, x)
+
+
+def bench(name, model, x, repeat, ig_steps, window, stride):
+    target = model(x[:1]).argmax(1).expand(len(x)).clone()
+    base = median_time(lambda: forward_backward(model, x, target), repeat)
+    with torch.no_grad():
+        forward_one = median_time(lambda: model(x[:1]), repeat)
+    rows = [("forward + backward (baseline)", base, 1.0, "")]
+    for method in (A.gradient, A.saliency, A.input_x_gradient, A.deconvnet, A.guided_backprop):
+        t = median_time(lambda m=method: m(model, x, target), repeat)
+        rows.append((method.__name__, t, t / base, "goal <= 1.25"))
+    t = median_time(lambda: A.deeplift(model, x, target), repeat)
+    budget = base + forward_one
+    rows.append(("deeplift", t, t / base, f"goal <= 1.25 x (fb + fwd(1)) = {1.25 * budget / base:.2f}"))
+    t = median_time(lambda: A.integrated_gradients(model, x, target, steps=ig_steps), 1)
+    rows.append((f"integrated_gradients / step ({ig_steps} steps)", t / ig_steps, t / ig_steps / base, ""))
+    image = x[:2]
+    side = x.shape[-1]
+    positions = len(range(0, side - window + 1, stride)) + ((side - window) % stride != 0)
+    windows = positions**2 * len(image)
+    t = median_time(lambda: occlusion(model, image, target[:2], window=window, stride=stride), 1)
+    rows.append(
+        (
+            f"occlusion / window ({window}x{window}, stride {stride}, {windows} windows)",
+            t / windows,
+            t / windows / forward_one,
+            "ratio to one forward of one image",
+        )
+    )
+    print(f"\n{name}: batch {tuple(x.shape)}, {torch.get_num_threads()} threads")
+    print(f"{'method':58s} {'seconds':>9s} {'ratio':>7s}")
+    for label, seconds, ratio, note in rows:
+        print(f"{label:58s} {seconds:9.4f} {ratio:7.2f}  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="ShapesNet only")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    images, _, _ = make_shapes(64, seed=2026)
+    bench("ShapesNet", load_shapes_net(), images, args.repeat, ig_steps=50, window=8, stride=4)
+    if args.quick:
+        return
+    vgg = torchvision.models.vgg11(weights=None).eval()
+    photos = torch.rand(8, 3, 224, 224)
+    bench("VGG11 (random weights)", vgg, photos, max(2, args.repeat // 2), ig_steps=4, window=56, stride=28)
+
+
+if __name__ == "__main__":
+    main()
