@@ -204,9 +204,10 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
       Beware black on the shapes: a deleted object leaves its black silhouette, which still
       shows the shape.
 
-    On ShapesNet (64 shapes of seed 2026), deleting the object first (the mask as the map) gives
-    a deletion AUC of 0.27 against 0.54 for a random order with ``"mean"``, 0.63 against 0.79
-    with ``"blur"``, but 0.44 against 0.31 with black: there the ideal map looks worse than noise.
+    On ShapesNet (64 shapes of seed 2026, 20 steps), deleting the object first (the mask as the
+    map) gives a deletion AUC of 0.24 against 0.42 for a random map with ``"mean"``, 0.52 against
+    0.66 with ``"blur"``, but 0.33 against 0.26 with black: there the ideal map looks worse than
+    noise.
     """
     batch, _ = as_batch(inputs, "make_substrate")
     if batch.ndim != 4:
@@ -437,7 +438,9 @@ def class_correlation(maps: torch.Tensor) -> torch.Tensor:
         )
     k = a.shape[1]
     pairs = torch.triu_indices(k, k, offset=1)
-    return torch.stack([torch.corrcoef(m.flatten(1).double())[pairs[0], pairs[1]] for m in a]).float()
+    return torch.stack(
+        [torch.corrcoef(m.flatten(1).double())[pairs[0], pairs[1]] for m in a]
+    ).float()
 
 
 # --- sanity check: model parameter randomization ----------------------------------------------

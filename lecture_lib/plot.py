@@ -1,4 +1,5 @@
-r"""Pictures for the course: images, attribution maps, feature maps, filters, the ReLU tables.
+r"""Pictures for the course: images, attribution maps, feature maps, filters, the ReLU tables,
+and how explanations are evaluated (deletion and insertion curves, the randomization test).
 
 Every function draws one figure and returns it (a ``matplotlib.figure.Figure``); in a notebook
 it shows once, whether the call is the cell's last line or not. Arguments are
@@ -140,15 +141,26 @@ class NotebookFigure(Figure):
 
 def subplots(*args, **kwargs):
     """``plt.subplots`` for a notebook's own figures: a ``NotebookFigure`` (shown once) with
-    constrained layout; the arguments are ``plt.subplots``'s."""
-    return plt.subplots(*args, FigureClass=NotebookFigure, layout="constrained", **kwargs)
+    constrained layout (unless ``layout=`` says otherwise); the arguments are
+    ``plt.subplots``'s."""
+    kwargs.setdefault("layout", "constrained")
+    return plt.subplots(*args, FigureClass=NotebookFigure, **kwargs)
 
 
-def _grid(n: int, ncols: int, size: float, function: str) -> tuple[Figure, list[Axes]]:
-    """A figure with ``n`` axes in rows of ``ncols``, ticks off, unused axes removed."""
+def _grid(
+    n: int,
+    ncols: int,
+    size: float,
+    function: str,
+    height: float | None = None,
+    layout: str = "constrained",
+) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` axes in rows of ``ncols``, ticks off, unused axes removed; each cell
+    ``size`` inches wide and ``height`` (default ``size``) high."""
     ncols = min(_check_ncols(ncols, function), n)
     nrows = math.ceil(n / ncols)
-    fig, axes = subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    figsize = (size * ncols, (size if height is None else height) * nrows)
+    fig, axes = subplots(nrows, ncols, figsize=figsize, squeeze=False, layout=layout)
     axes = list(axes.ravel())
     for ax in axes[n:]:
         fig.delaxes(ax)
@@ -358,24 +370,70 @@ def overlay(
     style = map_style(
         attribution, signed=signed, clip=clip, reduce=reduce, cmap=cmap, function="overlay"
     )
-    if style.cmap is None:
-        raise ValueError(
-            "overlay: reduce='rgb' cannot be overlaid; use heatmap(..., reduce='rgb')."
-        )
-    if style.values.shape != picture.shape[:2]:
-        raise ValueError(
-            f"overlay: the attribution is {style.values.shape[0]} x {style.values.shape[1]} "
-            f"pixels but the image {picture.shape[0]} x {picture.shape[1]}; they must match."
-        )
-    grey = picture @ np.array([0.299, 0.587, 0.114]) if picture.ndim == 3 else picture
     fig, ax = _axes(ax, (4.0, 3.4))
-    ax.imshow(grey, cmap="gray", alpha=0.6, interpolation="nearest")
-    v = max(abs(style.vmin), abs(style.vmax))
-    draw_map(ax, style, alpha=alpha * np.clip(np.abs(style.values) / v, 0.0, 1.0))
+    draw_overlay(ax, picture, style, alpha, "overlay")
     if title is not None:
         ax.set_title(title)
     if colorbar:
         _colorbar(fig, ax, style, None)
+    return fig
+
+
+def draw_overlay(
+    ax: Axes, picture: np.ndarray, style: MapStyle, alpha: float = 0.8, function: str = "overlay"
+) -> None:
+    """Draw ``style`` over the ``[H, W, 3]`` (or grey ``[H, W]``) picture, greyed, in ``ax``."""
+    if style.cmap is None:
+        raise ValueError(
+            f"{function}: reduce='rgb' cannot be overlaid; use heatmap(..., reduce='rgb')."
+        )
+    if style.values.shape != picture.shape[:2]:
+        raise ValueError(
+            f"{function}: the attribution is {style.values.shape[0]} x {style.values.shape[1]} "
+            f"pixels but the image {picture.shape[0]} x {picture.shape[1]}; they must match."
+        )
+    grey = picture @ np.array([0.299, 0.587, 0.114]) if picture.ndim == 3 else picture
+    ax.imshow(grey, cmap="gray", alpha=0.6, interpolation="nearest")
+    v = max(abs(style.vmin), abs(style.vmax))
+    draw_map(ax, style, alpha=alpha * np.clip(np.abs(style.values) / v, 0.0, 1.0))
+
+
+def overlay_grid(
+    images,
+    attributions,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    *,
+    signed: bool | None = None,
+    clip: float = 99.5,
+    reduce: str = "sum",
+    alpha: float = 0.8,
+    title: str | None = None,
+    size: float = 2.0,
+) -> Figure:
+    """One ``overlay`` per image, ``ncols`` per row (default: one row of up to 8), ``size``
+    inches wide each; ``title`` goes above the whole figure.
+
+    ``attributions`` holds one map per image (``[N, H, W]`` or ``[N, C, H, W]``). Each map has
+    its own colour scale, so compare *where* they point; they count as signed when any of them
+    has a negative value (``signed=None``), so all use the same colormap.
+    """
+    pictures = image_list(images, "overlay_grid")
+    n = len(pictures)
+    titles = _check_titles(titles, n, "overlay_grid")
+    maps = _rows(attributions, n, "attributions", "overlay_grid")
+    if signed is None:
+        signed = reduce != "max" and any((m < 0).any() for m in maps)
+    lines = max(t.count("\n") + 1 for t in titles) if titles else 0  # title lines
+    ncols = min(n, 8) if ncols is None else ncols
+    fig, axes = _grid(n, ncols, size, "overlay_grid", height=size + 0.25 * lines)
+    for k, (ax, picture, m) in enumerate(zip(axes, pictures, maps)):
+        style = map_style(m, signed=signed, clip=clip, reduce=reduce, function="overlay_grid")
+        draw_overlay(ax, picture, style, alpha, "overlay_grid")
+        if titles is not None:
+            ax.set_title(titles[k])
+    if title is not None:
+        fig.suptitle(title)
     return fig
 
 
@@ -414,12 +472,23 @@ def feature_map_grid(
     titles = _check_titles(titles, len(array), "feature_map_grid")
     titles = titles or [f"channel {k}" for k in range(len(array))]
     low, high = (array.min(), array.max()) if shared_scale else (None, None)
-    fig, axes = _grid(len(array), ncols, size, "feature_map_grid")
+    # "compressed": the maps close up, so a colorbar sits right beside them
+    layout = "compressed" if shared_scale else "constrained"
+    fig, axes = _grid(len(array), ncols, size, "feature_map_grid", layout=layout)
     for ax, channel, title in zip(axes, array, titles):
         shown = ax.imshow(channel, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
         ax.set_title(title, fontsize="small")
     if shared_scale:
-        fig.colorbar(shown, ax=axes, shrink=0.6, label="activation")
+        nrows = math.ceil(len(array) / min(ncols, len(array)))
+        width = fig.get_figwidth()
+        fig.colorbar(  # as high as one row of maps, or most of a taller grid; 0.1 inch away
+            shown,
+            ax=axes,
+            shrink=1.0 if nrows == 1 else 0.7,
+            aspect=10 * min(nrows, 2),
+            pad=0.1 / width,
+            label="activation",
+        )
     return fig
 
 
@@ -470,15 +539,15 @@ def filter_grid(
 # --- comparing methods ----------------------------------------------------------------------
 
 
-def _rows(maps, n: int, name: str) -> list[np.ndarray]:
-    """One method's maps as one map per image: ``[N, ...]`` for N images, or one map for one."""
-    array = _array(maps, name, "compare_methods")
+def _rows(maps, n: int, name: str, function: str = "compare_methods") -> list[np.ndarray]:
+    """Maps as one map per image: ``[N, ...]`` for N images, or one map for one image."""
+    array = _array(maps, name, function)
     if array.ndim >= 3 and array.shape[0] == n:
         return list(array)
     if n == 1 and array.ndim in (2, 3):
         return [array]
     raise ValueError(
-        f"compare_methods: {name} has shape {tuple(array.shape)}, but there are {n} images; "
+        f"{function}: {name} has shape {tuple(array.shape)}, but there are {n} images; "
         f"give one map per image, [{n}, H, W] or [{n}, C, H, W]."
     )
 
@@ -625,6 +694,236 @@ def score_curve(
         ax.set_title(title)
     if any(label is not None for label, _ in curves):
         ax.legend()
+    return fig
+
+
+# --- evaluating explanations -----------------------------------------------------------------
+
+PALETTE = tuple(colour for k, colour in enumerate(plt.cm.tab10.colors) if k != 7)
+"""Line colours of methods: matplotlib's tab10 without its grey (grey is for references)."""
+
+REFERENCE_STYLES = (
+    {"color": "black", "linestyle": "--", "linewidth": 2.2},
+    {"color": "0.55", "linestyle": ":", "linewidth": 2.2},
+    {"color": "0.3", "linestyle": "-.", "linewidth": 2.0},
+)
+"""Line styles of the reference curves (e.g. the ideal map, a random map), in the order given."""
+
+
+def _curve_dict(curves, name: str, function: str) -> dict[str, np.ndarray]:
+    """``{label: [N, steps + 1] or [steps + 1]}`` as ``{label: mean curve}``, checked."""
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError(
+            f"{function}: {name} must be a non-empty dict {{method name: curves [N, steps + 1]}}, "
+            f"got {type(curves).__name__}."
+        )
+    means = {}
+    for label, values in curves.items():
+        array = _array(values, f"{name}[{label!r}]", function)
+        if array.ndim not in (1, 2) or array.shape[-1] < 2:
+            raise ValueError(
+                f"{function}: {name}[{label!r}] must be curves [N, steps + 1] (one per image) or "
+                f"one curve [steps + 1], with at least 2 points; got shape {tuple(array.shape)}."
+            )
+        if array.min() < -1e-6 or array.max() > 1 + 1e-6:
+            raise ValueError(
+                f"{function}: {name}[{label!r}] has values in [{array.min():.3g}, "
+                f"{array.max():.3g}]; the curves must be probabilities in [0, 1], as "
+                "evaluate.deletion_curve and insertion_curve give them."
+            )
+        means[str(label)] = array.mean(axis=0) if array.ndim == 2 else array
+    return means
+
+
+def _line_styles(names: list[str], references: list[str]) -> dict[str, dict]:
+    """A colour for each method (in order), a ``REFERENCE_STYLES`` entry for each reference."""
+    methods = [name for name in names if name not in references]
+    styles = {
+        name: {"color": PALETTE[k % len(PALETTE)], "linewidth": 1.6}
+        for k, name in enumerate(methods)
+    }
+    for k, name in enumerate(references):
+        styles[name] = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
+    return styles
+
+
+def deletion_insertion(
+    deletion: Mapping[str, object],
+    insertion: Mapping[str, object],
+    chance: float | None = None,
+    *,
+    references: Sequence[str] = (),
+    ylabel: str = "mean $P_c$ of the predicted class",
+    figsize: tuple[float, float] = (12.0, 4.2),
+) -> Figure:
+    r"""Deletion (left) and insertion (right) curves, each method's mean over the images
+    plotted against the share of pixels removed or put back, :math:`x_k = k / \text{steps}`.
+
+    ``deletion`` and ``insertion`` map a method's name to its curves ``[N, steps + 1]`` (as
+    ``evaluate.deletion_curve`` gives them). A method has the same colour in both panels. The
+    names in ``references`` (e.g. ``["mask (ideal)", "random"]``) are drawn in the
+    ``REFERENCE_STYLES``, in that order: dashed black, dotted grey, ... ``chance`` (e.g.
+    ``1 / number of classes``) adds a horizontal line.
+    """
+    panels = {
+        "deletion": _curve_dict(deletion, "deletion", "deletion_insertion"),
+        "insertion": _curve_dict(insertion, "insertion", "deletion_insertion"),
+    }
+    names = list(dict.fromkeys([*panels["deletion"], *panels["insertion"]]))
+    references = [references] if isinstance(references, str) else list(references)
+    unknown = [name for name in references if name not in names]
+    if unknown:
+        raise ValueError(
+            f"deletion_insertion: references {unknown} are not among the curves; the curves are "
+            f"{names}."
+        )
+    if chance is not None and (isinstance(chance, bool) or not 0 <= chance <= 1):
+        raise ValueError(
+            f"deletion_insertion: chance must be a probability in [0, 1] (e.g. 1 / number of "
+            f"classes), got chance={chance!r}."
+        )
+    styles = _line_styles(names, references)
+    fig, axes = subplots(1, 2, figsize=figsize, sharey=True)
+    lines = {}
+    for ax, (kind, curves) in zip(axes, panels.items()):
+        for name, curve in curves.items():
+            (lines[name],) = ax.plot(np.linspace(0, 1, len(curve)), curve, **styles[name])
+        if chance is not None:
+            ax.axhline(chance, color="0.5", linewidth=0.8)
+        moved, better = ("removed", "lower") if kind == "deletion" else ("put back", "higher")
+        ax.set_xlabel(f"share of pixels {moved}, most important first")
+        ax.set_title(f"{kind}: {better} area is better")
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+    if chance is not None:
+        axes[1].text(0.98, chance - 0.015, "chance", color="0.4", ha="right", va="top")
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_ylim(0, 1.02)
+    fig.legend(
+        [lines[name] for name in styles], list(styles), loc="outside right center", frameon=False
+    )
+    return fig
+
+
+def _randomization_layers(results, function: str) -> list[str]:
+    """The layers that every result of the randomization test randomized (the same for all)."""
+    if not isinstance(results, Mapping) or not results:
+        raise TypeError(
+            f"{function}: results must be a non-empty dict {{method name: the result of "
+            f"evaluate.randomization_test}}, got {type(results).__name__}."
+        )
+    for name, result in results.items():
+        if not all(hasattr(result, a) for a in ("layers", "mean", "spearman", "original")):
+            raise TypeError(
+                f"{function}: results[{name!r}] must be what evaluate.randomization_test returns "
+                f"(a RandomizationResult), got {type(result).__name__}."
+            )
+    (first, result), *others = results.items()
+    for name, other in others:
+        if list(other.layers) != list(result.layers):
+            raise ValueError(
+                f"{function}: every result must randomize the same layers; {first!r} has "
+                f"{list(result.layers)} but {name!r} has {list(other.layers)}."
+            )
+    return list(result.layers)
+
+
+def _stage_axis(ax: Axes, stages: list[str]) -> None:
+    """Tick labels ``stages`` at 0, 1, ..., slanted when they would crowd."""
+    ax.set_xticks(range(len(stages)))
+    crowded = len(stages) > 8 or max(len(stage) for stage in stages) > 8
+    ax.set_xticklabels(stages, rotation=40 if crowded else 0, ha="right" if crowded else "center")
+
+
+def randomization_curves(
+    results: Mapping[str, object], *, figsize: tuple[float, float] = (7.5, 4.0)
+) -> Figure:
+    r"""The randomization test (Adebayo et al. 2018) as one curve per method: the mean Spearman
+    rank correlation :math:`\rho` of the maps with the trained model's map, first ``"trained"``
+    (:math:`\rho = 1`), then after each randomized layer.
+
+    ``results`` maps a method's name to what ``evaluate.randomization_test`` returned for it
+    (anything with ``.layers``, ``.mean`` and ``.cascade``); all must randomize the same layers.
+    """
+    layers = _randomization_layers(results, "randomization_curves")
+    stages = ["trained", *layers]
+    fig, ax = subplots(figsize=figsize)
+    for k, (name, result) in enumerate(results.items()):
+        rho = [1.0, *result.mean]
+        ax.plot(range(len(stages)), rho, marker="o", color=PALETTE[k % len(PALETTE)], label=name)
+    _stage_axis(ax, stages)
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    cascade = all(getattr(result, "cascade", True) for result in results.values())
+    if cascade:
+        ax.set_xlabel("layers randomized, from the logits down to ...")
+    else:
+        ax.set_xlabel("the one layer randomized (the others trained)")
+    ax.set_ylabel("mean Spearman $\\rho$ with the trained map")
+    ax.set_ylim(-0.1, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return fig
+
+
+def _rho_panel(ax: Axes, m, rho: float, pixels: tuple[int, int]) -> None:
+    """One importance map on its own scale, with its rank correlation written in the corner."""
+    style = map_style(m, signed=False, function="randomization_maps")
+    if style.values.shape != pixels:
+        raise ValueError(
+            f"randomization_maps: the maps are {style.values.shape} pixels but the image is "
+            f"{pixels}; give the image that the test explained."
+        )
+    draw_map(ax, style)
+    box = {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5}
+    ax.text(0.04, 0.04, f"ρ = {rho:.2f}", transform=ax.transAxes, color="w", size=8, bbox=box)
+
+
+def randomization_maps(
+    results: Mapping[str, object],
+    image,
+    index: int,
+    title: str | None = None,
+    *,
+    size: float = 1.6,
+) -> Figure:
+    r"""The maps of one image in the randomization test: rows are the methods, columns the
+    image, the trained model's map, then the map after each randomized layer, with its Spearman
+    :math:`\rho` (against the trained map) written in the corner.
+
+    ``results`` maps a method's name to what ``evaluate.randomization_test`` returned for it;
+    ``image`` is the image that stands at ``index`` in the batch the test explained. The maps
+    are importance maps (``max_c |a|``), each on its own scale.
+    """
+    layers = _randomization_layers(results, "randomization_maps")
+    count = len(next(iter(results.values())).original)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ValueError(
+            f"randomization_maps: index must be the image's position in the tested batch, an int "
+            f"in 0..{count - 1}, got index={index!r}."
+        )
+    picture = _one_image(_array(image, "image", "randomization_maps"), "randomization_maps")
+    stages = ["trained", *layers]
+    fig, axes = subplots(
+        len(results),
+        1 + len(stages),
+        figsize=(size * (1 + len(stages)), size * len(results)),
+        squeeze=False,
+    )
+    draw_image(axes[0, 0], picture, "image")
+    for ax in axes[1:, 0]:
+        ax.set_axis_off()
+    for ax, stage in zip(axes[0, 1:], stages):
+        ax.set_title(stage if stage == "trained" else f"… {stage}")
+    for row, (name, result) in zip(axes[:, 1:], results.items()):
+        maps = [result.original[index], *(m[index] for m in result.randomized)]
+        rhos = [1.0, *(float(rho) for rho in result.spearman[:, index])]
+        for ax, m, rho in zip(row, maps, rhos):
+            _rho_panel(ax, m, rho, picture.shape[:2])
+        row[0].text(
+            -0.08, 0.5, name, transform=row[0].transAxes, rotation=90, ha="right", va="center"
+        )
+    if title is not None:
+        fig.suptitle(title)
     return fig
 
 

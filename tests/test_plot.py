@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lecture_lib import plot  # noqa: E402
+from lecture_lib import attribution, evaluate, plot  # noqa: E402
 from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
 
 # The lecture's worked ReLU example ("Difference in backpropagating through ReLU").
@@ -217,6 +217,73 @@ def test_overlay_sizes_must_match(images):
         plot.overlay(images[0], np.ones((8, 8)))
 
 
+# --- overlay_grid ---------------------------------------------------------------------------
+
+
+def test_overlay_grid_one_overlay_per_image_with_titles(images):
+    maps = torch.rand(5, 3, 16, 16)
+    titles = [f"image {k}" for k in range(5)]
+    fig = one_new_figure(lambda: plot.overlay_grid(images, maps, titles, ncols=3, title="all"))
+    axes = image_axes(fig)
+    assert len(axes) == 5 and len(fig.axes) == 5  # no colorbars, the sixth cell removed
+    assert [ax.get_title() for ax in axes] == titles
+    assert fig.get_suptitle() == "all"
+    for ax, image, m in zip(axes, images, maps):
+        grey, heat = ax.images
+        expected_grey = image.permute(1, 2, 0).numpy() @ np.array([0.299, 0.587, 0.114])
+        np.testing.assert_allclose(grey.get_array(), expected_grey, atol=1e-6)
+        np.testing.assert_allclose(heat.get_array(), m.sum(0).numpy(), rtol=1e-5)  # reduce="sum"
+        assert heat.get_cmap().name == plot.SEQUENTIAL
+        assert heat.get_clim() == pytest.approx((0, np.percentile(m.sum(0).numpy(), 99.5)))
+
+
+def test_overlay_grid_draws_like_overlay(images):
+    a = signed_map(7, (16, 16))
+    single = plot.overlay(images[2], a, colorbar=False)
+    grid = plot.overlay_grid(images[2:3], a[None])
+    (one,), (other,) = image_axes(single), image_axes(grid)
+    for left, right in zip(one.images, other.images):
+        np.testing.assert_array_equal(left.get_array(), right.get_array())
+        np.testing.assert_array_equal(left.get_alpha(), right.get_alpha())
+        assert left.get_clim() == right.get_clim()
+
+
+def test_overlay_grid_one_signed_map_makes_every_map_signed(images):
+    maps = np.abs(np.random.default_rng(8).normal(size=(4, 16, 16)))
+    maps[2, 0, 0] = -0.5
+    for ax in image_axes(plot.overlay_grid(images[:4], maps)):
+        heat = ax.images[1]
+        assert heat.get_cmap().name == plot.DIVERGING
+        assert heat.get_clim()[0] == -heat.get_clim()[1]
+    for ax in image_axes(plot.overlay_grid(images[:4], maps, signed=False)):
+        assert ax.images[1].get_cmap().name == plot.SEQUENTIAL
+
+
+def test_overlay_grid_default_is_one_row_of_up_to_eight():
+    x = torch.rand(10, 3, 8, 8)
+    fig = plot.overlay_grid(x, torch.rand(10, 8, 8))
+    fig.canvas.draw()
+    rows = sorted({round(ax.get_position().y0, 3) for ax in image_axes(fig)})
+    assert len(rows) == 2
+    top = [ax for ax in image_axes(fig) if round(ax.get_position().y0, 3) == rows[1]]
+    assert len(top) == 8
+
+
+def test_overlay_grid_bad_input_is_explained(images):
+    with pytest.raises(
+        ValueError, match=r"overlay_grid: attributions has shape \(3, 16, 16\).*5 images"
+    ):
+        plot.overlay_grid(images, torch.rand(3, 16, 16))
+    with pytest.raises(ValueError, match="overlay_grid: the attribution is 8 x 8 pixels"):
+        plot.overlay_grid(images[:2], torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match="titles must be a list of 2"):
+        plot.overlay_grid(images[:2], torch.rand(2, 16, 16), ["one"])
+    with pytest.raises(ValueError, match="overlay_grid: reduce='rgb' cannot be overlaid"):
+        plot.overlay_grid(images[:2], torch.rand(2, 3, 16, 16), reduce="rgb")
+    with pytest.raises(ValueError, match="ncols must be a positive int"):
+        plot.overlay_grid(images[:2], torch.rand(2, 16, 16), ncols=0)
+
+
 # --- feature maps and filters -----------------------------------------------------------------
 
 
@@ -235,6 +302,18 @@ def test_feature_map_grid_shared_scale_has_one_colorbar():
     fig = plot.feature_map_grid(maps, shared_scale=True)
     limits = {ax.images[0].get_clim() for ax in image_axes(fig)}
     assert len(limits) == 1 and len(fig.axes) == 5
+
+
+@pytest.mark.parametrize("channels", [8, 5])
+def test_feature_map_grid_one_row_colorbar_sits_beside_the_maps_at_their_height(channels):
+    fig = plot.feature_map_grid(torch.rand(channels, 6, 6), shared_scale=True)
+    fig.canvas.draw()
+    maps = [ax.get_position() for ax in image_axes(fig)]
+    (bar,) = [ax.get_position() for ax in fig.axes if not ax.images]
+    height = max(box.y1 for box in maps) - min(box.y0 for box in maps)
+    assert bar.height >= 0.9 * height
+    gap_inches = (bar.x0 - max(box.x1 for box in maps)) * fig.get_figwidth()
+    assert 0 <= gap_inches < 0.25
 
 
 def test_feature_map_grid_bad_shape():
@@ -349,6 +428,158 @@ def test_score_curve_bad_input():
         plot.score_curve(np.zeros((3, 10)), labels=["a", "b"])
     with pytest.raises(ValueError, match="one curve"):
         plot.score_curve(np.zeros((2, 2, 2)))
+
+
+# --- deletion and insertion curves -----------------------------------------------------------
+
+
+def curves(seed, n=6, steps=10):
+    """Probabilities [n, steps + 1] in [0, 1]."""
+    return torch.rand(n, steps + 1, generator=torch.Generator().manual_seed(seed))
+
+
+def legend_labels(fig) -> list[str]:
+    (legend,) = fig.legends
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def test_deletion_insertion_plots_the_mean_curve_against_the_share_of_pixels():
+    deletion = {"gradient": curves(0), "mask (ideal)": curves(1), "random": curves(2)}
+    insertion = {"gradient": curves(3), "mask (ideal)": curves(4), "random": curves(5)}
+    fig = one_new_figure(
+        lambda: plot.deletion_insertion(
+            deletion, insertion, chance=0.2, references=["mask (ideal)", "random"]
+        )
+    )
+    left, right = fig.axes
+    assert "deletion" in left.get_title() and "insertion" in right.get_title()
+    for ax, given in ((left, deletion), (right, insertion)):
+        *drawn, chance = ax.lines
+        assert len(drawn) == 3
+        for line, values in zip(drawn, given.values()):
+            np.testing.assert_allclose(line.get_xdata(), np.arange(11) / 10)
+            np.testing.assert_allclose(line.get_ydata(), values.numpy().mean(axis=0), rtol=1e-6)
+        assert list(chance.get_ydata()) == [0.2, 0.2]  # the chance line, in both panels
+    gradient, ideal, random = left.lines[:3]
+    assert ideal.get_linestyle() == "--" and ideal.get_color() == "black"
+    assert random.get_linestyle() == ":" and random.get_color() == "0.55"
+    assert gradient.get_linestyle() == "-" and gradient.get_color() == plot.PALETTE[0]
+    assert right.lines[0].get_color() == gradient.get_color()  # the same colour in both panels
+    assert legend_labels(fig) == ["gradient", "mask (ideal)", "random"]
+
+
+def test_deletion_insertion_colours_methods_in_order_without_grey():
+    names = [f"method {k}" for k in range(4)]
+    fig = plot.deletion_insertion(
+        {n: curves(k) for k, n in enumerate(names)}, {"method 0": curves(9)}
+    )
+    colours = [line.get_color() for line in fig.axes[0].lines]
+    assert colours == list(plot.PALETTE[:4])
+    assert all(c != plt.cm.tab10.colors[7] for c in plot.PALETTE)  # grey is for references
+    assert legend_labels(fig) == names
+    assert len(fig.axes[1].lines) == 1 and fig.axes[1].lines[0].get_color() == plot.PALETTE[0]
+
+
+def test_deletion_insertion_accepts_one_curve_and_numpy():
+    curve = np.linspace(1, 0, 21)
+    fig = plot.deletion_insertion({"a": curve}, {"a": curve[::-1].copy()})
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), np.linspace(0, 1, 21))
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), curve[::-1])
+
+
+def test_deletion_insertion_bad_input_is_explained():
+    good = {"a": curves(0)}
+    with pytest.raises(ValueError, match=r"references \['mask'\] are not among the curves"):
+        plot.deletion_insertion(good, good, references=["mask"])
+    with pytest.raises(ValueError, match=r"deletion\['a'\] has values in .*probabilities"):
+        plot.deletion_insertion({"a": curves(0) * 5}, good)
+    with pytest.raises(ValueError, match=r"insertion\['a'\] must be curves \[N, steps \+ 1\]"):
+        plot.deletion_insertion(good, {"a": torch.rand(2, 3, 4)})
+    with pytest.raises(TypeError, match="deletion must be a non-empty dict"):
+        plot.deletion_insertion([curves(0)], good)
+    with pytest.raises(ValueError, match="chance must be a probability"):
+        plot.deletion_insertion(good, good, chance=5)
+
+
+# --- the randomization test -------------------------------------------------------------------
+
+
+def fake_result(seed, layers=("fc2", "fc1", "conv1"), n=3, size=8, cascade=True):
+    generator = torch.Generator().manual_seed(seed)
+    spearman = torch.rand(len(layers), n, generator=generator) * 2 - 1
+    spearman[0, 1] = float("nan")  # a constant map has no ranking
+    return evaluate.RandomizationResult(
+        list(layers),
+        spearman,
+        torch.rand(n, size, size, generator=generator),
+        torch.rand(len(layers), n, size, size, generator=generator),
+        cascade,
+    )
+
+
+def test_randomization_curves_start_at_one_and_follow_the_mean_correlation():
+    results = {"gradient": fake_result(0), "guided": fake_result(1)}
+    fig = one_new_figure(lambda: plot.randomization_curves(results))
+    (ax,) = fig.axes
+    lines = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [line.get_label() for line in lines] == ["gradient", "guided"]
+    for line, result in zip(lines, results.values()):
+        rho = result.spearman.numpy()
+        expected = [1.0, *np.nanmean(rho, axis=1)]  # NaN (constant map) left out
+        np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-6)
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(4))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", "fc2", "fc1", "conv1"]
+    assert "logits down" in ax.get_xlabel()
+    alone = plot.randomization_curves({"gradient": fake_result(0, cascade=False)})
+    assert "one layer" in alone.axes[0].get_xlabel()
+
+
+def test_randomization_maps_rows_are_methods_columns_the_stages():
+    results = {"gradient": fake_result(0), "guided": fake_result(1)}
+    image = torch.rand(3, 8, 8)
+    fig = one_new_figure(lambda: plot.randomization_maps(results, image, 1, title="image 1"))
+    grid = np.array(fig.axes).reshape(2, 5)
+    np.testing.assert_allclose(shown(grid[0, 0]), image.permute(1, 2, 0).numpy(), rtol=1e-6)
+    assert not grid[1, 0].images  # the image only once, in the first row
+    assert [ax.get_title() for ax in grid[0]] == ["image", "trained", "… fc2", "… fc1", "… conv1"]
+    assert fig.get_suptitle() == "image 1"
+    for row, (name, result) in zip(grid, results.items()):
+        assert name in [t.get_text() for t in row[1].texts]
+        np.testing.assert_allclose(shown(row[1]), result.original[1].numpy(), rtol=1e-6)
+        assert row[1].images[0].get_cmap().name == plot.SEQUENTIAL
+        assert "ρ = 1.00" in [t.get_text() for t in row[1].texts]
+        for k, ax in enumerate(row[2:]):
+            np.testing.assert_allclose(shown(ax), result.randomized[k, 1].numpy(), rtol=1e-6)
+            rho = float(result.spearman[k, 1])
+            assert f"ρ = {rho:.2f}" in [t.get_text() for t in ax.texts]
+
+
+def test_randomization_plots_take_the_real_test_result(shapes_net, shapes_batch):
+    images = shapes_batch[0][:2]
+    results = {
+        name: evaluate.randomization_test(shapes_net, images, method, layers=["fc2", "conv1"])
+        for name, method in (
+            ("gradient", attribution.gradient),
+            ("guided", attribution.guided_backprop),
+        )
+    }
+    curve = plot.randomization_curves(results).axes[0].lines[0]
+    np.testing.assert_allclose(curve.get_ydata(), [1.0, *results["gradient"].mean], rtol=1e-6)
+    fig = plot.randomization_maps(results, images[0], 0)
+    assert len(image_axes(fig)) == 1 + 2 * 3
+
+
+def test_randomization_plots_bad_input_is_explained():
+    with pytest.raises(ValueError, match=r"same layers; 'a' has \['fc2', 'fc1', 'conv1'\]"):
+        plot.randomization_curves({"a": fake_result(0), "b": fake_result(1, layers=["fc2"])})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        plot.randomization_curves({})
+    with pytest.raises(TypeError, match=r"results\['a'\] must be what evaluate.randomization_test"):
+        plot.randomization_maps({"a": [0.5, 0.2]}, torch.rand(3, 8, 8), 0)
+    with pytest.raises(ValueError, match=r"index must be .* 0..2, got index=3"):
+        plot.randomization_maps({"a": fake_result(0)}, torch.rand(3, 8, 8), 3)
+    with pytest.raises(ValueError, match="give the image that the test explained"):
+        plot.randomization_maps({"a": fake_result(0)}, torch.rand(3, 16, 16), 0)
 
 
 # --- the lecture's ReLU tables ----------------------------------------------------------------
