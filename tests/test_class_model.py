@@ -180,3 +180,25 @@ def test_works_for_any_classifier_and_size():
     )
     assert image.shape == (1, 8, 8) and scores.shape == (20,)
     assert scores[-1] > scores[0]
+
+
+def test_small_images_are_optimised_on_one_thread_and_the_setting_restored(shapes_net):
+    import lecture_lib.class_model as cm
+
+    seen = []
+    original = cm._objective
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    threads = torch.get_num_threads()
+    cm._objective = spy
+    try:
+        visualize(shapes_net, 1, steps=2)
+        with pytest.raises(ValueError):
+            visualize(shapes_net, 9, steps=2)
+    finally:
+        cm._objective = original
+    assert seen == [1, 1]
+    assert torch.get_num_threads() == threads
