@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import gaussian_blur
-from .targets import as_batch, explaining, get_layer, model_device, score, target_indices
+from .targets import as_batch, as_tensor, explaining, get_layer, model_device, score, target_indices
 
 # --- reading a map ----------------------------------------------------------------------------
 
@@ -55,17 +55,8 @@ def importance(attributions: torch.Tensor) -> torch.Tensor:
 
 
 def _as_tensor(value, name: str, method: str) -> torch.Tensor:
-    """A finite tensor from a tensor or numpy array, or a clear error."""
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(
-            f"{method}: {name} must be a torch.Tensor, got {type(value).__name__}. "
-            "Convert with torch.as_tensor(...)."
-        )
-    if value.is_floating_point() and not torch.isfinite(value).all():
-        raise ValueError(f"{method}: {name} contain NaN or infinite values.")
-    return value.detach()
+    """A detached, finite tensor from a tensor or numpy array (``targets.as_tensor``)."""
+    return as_tensor(value, name, method).detach()
 
 
 def _maps_and_masks(attributions, masks, method: str) -> tuple[torch.Tensor, torch.Tensor, bool]:

@@ -42,19 +42,27 @@ class Neuron:
 # --- inputs ---------------------------------------------------------------------------------
 
 
+def as_tensor(value, name: str, method: str) -> torch.Tensor:
+    """A tensor from a tensor or numpy array, its floating-point values finite, or a clear error."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{method}: {name} must be a torch.Tensor, got {type(value).__name__}. "
+            "Convert with torch.as_tensor(...)."
+        )
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{method}: {name} contain NaN or infinite values.")
+    return value
+
+
 def as_batch(inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, bool]:
     """``inputs`` as a batch, and whether it was one example without batch dimension.
 
     Images are ``[N, C, H, W]`` (a batch) or ``[C, H, W]`` (one image); vectors are ``[N, D]``
     or ``[D]``. The tensor must hold finite floating-point numbers.
     """
-    if isinstance(inputs, np.ndarray):
-        inputs = torch.from_numpy(inputs)
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(
-            f"{method}: inputs must be a torch.Tensor, got {type(inputs).__name__}. "
-            "Convert with torch.as_tensor(...)."
-        )
+    inputs = as_tensor(inputs, "inputs", method)
     if not inputs.is_floating_point():
         raise TypeError(
             f"{method}: inputs must be floating point (images in [0, 1]), got dtype {inputs.dtype}. "
@@ -67,8 +75,6 @@ def as_batch(inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, bool]:
         )
     if inputs.numel() == 0:
         raise ValueError(f"{method}: inputs is empty (shape {tuple(inputs.shape)}).")
-    if not torch.isfinite(inputs).all():
-        raise ValueError(f"{method}: inputs contain NaN or infinite values.")
     single = inputs.ndim in (1, 3)
     return (inputs.unsqueeze(0) if single else inputs), single
 
