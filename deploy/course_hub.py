@@ -1,0 +1,317 @@
+"""One JupyterHub for a class: instructors and students, nbgrader's exchange, resource limits.
+
+``jupyterhub_config.py`` (beside this file) reads the settings from the environment with
+``Settings.from_environ()``, checks them with ``check(settings)`` and applies them with
+``configure(c, settings, course)``. A setting that cannot work raises ``SettingError`` before
+anything starts, with a message that names the setting and says what to do.
+
+Settings (environment variables of the hub):
+
+    COURSE_DIR          the course repository that instructors grade in (nbgrader's course
+                        directory; its nbgrader_config.py names the course and the exchange)
+    COURSE_EXCHANGE     nbgrader's exchange folder, shared by everyone: mode 1777
+    COURSE_INSTRUCTORS  user names, comma-separated (at least one)
+    COURSE_STUDENTS     user names, comma-separated
+    COURSE_MEM_LIMIT    memory of one user's server, e.g. 2G
+    COURSE_CPU_LIMIT    CPU cores of one user's server, e.g. 1
+    COURSE_SPAWNER      systemd (limits enforced), local (one system user each, limits not
+                        enforced) or simple (everyone runs as the hub's user: tests only)
+
+Roles: instructors form the JupyterHub group ``formgrade-<course>``, students ``nbgrader-<course>``
+(the names nbgrader's JupyterHub integration reads). Each role's servers read the Jupyter
+configuration in ``roles/<role>/`` (nbgrader's lab and server extensions for that role, and
+nbgrader's settings); instructors may also open and manage their students' servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROLES = HERE / "roles"
+NBGRADER_EXCHANGE = "/usr/local/share/nbgrader/exchange"  # nbgrader's own default
+
+SPAWNERS = {
+    "systemd": "systemdspawner.SystemdSpawner",
+    "local": "jupyterhub.spawner.LocalProcessSpawner",
+    "simple": "jupyterhub.spawner.SimpleLocalProcessSpawner",
+}
+USER_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?[KMGT]$")
+
+
+class SettingError(Exception):
+    """A deployment setting that cannot work; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    course_dir: Path
+    exchange: Path
+    instructors: tuple[str, ...]
+    students: tuple[str, ...]
+    mem_limit: str = "2G"
+    cpu_limit: str = "1"
+    spawner: str = "systemd"
+
+    @classmethod
+    def from_environ(cls, environ=None) -> Settings:
+        environ = os.environ if environ is None else environ
+        return cls(
+            course_dir=Path(environ.get("COURSE_DIR", "/srv/explaining-convnets")),
+            exchange=Path(environ.get("COURSE_EXCHANGE", NBGRADER_EXCHANGE)),
+            instructors=names(environ.get("COURSE_INSTRUCTORS", "")),
+            students=names(environ.get("COURSE_STUDENTS", "")),
+            mem_limit=environ.get("COURSE_MEM_LIMIT", cls.mem_limit).strip(),
+            cpu_limit=environ.get("COURSE_CPU_LIMIT", cls.cpu_limit).strip(),
+            spawner=environ.get("COURSE_SPAWNER", cls.spawner).strip(),
+        )
+
+
+@dataclass(frozen=True)
+class Course:
+    """What the course's own nbgrader_config.py says."""
+
+    course_id: str
+    exchange: Path
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def check(settings: Settings) -> Course:
+    """Check every setting; return what the course directory says. Raises ``SettingError``."""
+    check_users(settings.instructors, settings.students)
+    check_limits(settings.mem_limit, settings.cpu_limit)
+    check_spawner(settings.spawner)
+    check_exchange(settings.exchange)
+    course = read_course(settings.course_dir)
+    check_course_exchange(course, settings.exchange)
+    return course
+
+
+def check_users(instructors: tuple[str, ...], students: tuple[str, ...]) -> None:
+    if not instructors:
+        raise SettingError(
+            "COURSE_INSTRUCTORS is empty: name at least one instructor, "
+            "user names separated by commas (COURSE_INSTRUCTORS=ada,ben)."
+        )
+    for setting, users in (("COURSE_INSTRUCTORS", instructors), ("COURSE_STUDENTS", students)):
+        for name in users:
+            if not USER_NAME.match(name):
+                raise SettingError(
+                    f"{setting} names {name!r}, which cannot be a user name here: use lower-case "
+                    "letters, digits, '.', '_' and '-' (nbgrader also names submissions "
+                    "'<student>+<assignment>+<time>', so no '+' or '*')."
+                )
+    both = sorted(set(instructors) & set(students))
+    if both:
+        raise SettingError(
+            f"COURSE_INSTRUCTORS and COURSE_STUDENTS both name {', '.join(both)}: a user is an "
+            "instructor or a student, not both. Remove them from one of the two lists "
+            "(an instructor can look at the student view through nbgrader's Assignments tab)."
+        )
+
+
+def check_limits(mem_limit: str, cpu_limit: str) -> None:
+    if not MEMORY.match(mem_limit):
+        raise SettingError(
+            f"COURSE_MEM_LIMIT={mem_limit!r} is not a memory size: write a number followed by "
+            "K, M, G or T, e.g. COURSE_MEM_LIMIT=2G (one user's server; the course needs "
+            "about 1G)."
+        )
+    try:
+        cores = float(cpu_limit)
+    except ValueError:
+        cores = 0.0
+    if not cores > 0:
+        raise SettingError(
+            f"COURSE_CPU_LIMIT={cpu_limit!r} is not a number of CPU cores: write a positive "
+            "number, e.g. COURSE_CPU_LIMIT=1 or 0.5."
+        )
+
+
+def check_spawner(spawner: str) -> None:
+    if spawner not in SPAWNERS:
+        raise SettingError(
+            f"COURSE_SPAWNER={spawner!r} is unknown: use one of {', '.join(SPAWNERS)} "
+            "(systemd enforces the memory and CPU limits)."
+        )
+    if spawner == "systemd":
+        try:
+            import systemdspawner  # noqa: F401
+        except ImportError:
+            raise SettingError(
+                "COURSE_SPAWNER=systemd needs the package jupyterhub-systemdspawner: "
+                "pip install jupyterhub-systemdspawner (or COURSE_SPAWNER=local, which "
+                "does not enforce the memory and CPU limits)."
+            ) from None
+
+
+def check_exchange(exchange: Path) -> None:
+    fix = f"sudo mkdir -p {exchange} && sudo chmod 1777 {exchange}"
+    if not exchange.is_absolute():
+        raise SettingError(
+            f"COURSE_EXCHANGE={exchange} is a relative path: every user's server must find "
+            f"the same folder, so give an absolute path (nbgrader's default: {NBGRADER_EXCHANGE})."
+        )
+    if not exchange.exists():
+        raise SettingError(
+            f"COURSE_EXCHANGE={exchange}: the folder does not exist. nbgrader's exchange is "
+            f"where instructors release and students submit; create it: {fix}"
+        )
+    if not exchange.is_dir():
+        raise SettingError(
+            f"COURSE_EXCHANGE={exchange} is a file, not a folder. Point COURSE_EXCHANGE at a "
+            f"folder, or remove the file and create the folder: {fix}"
+        )
+    mode = stat.S_IMODE(exchange.stat().st_mode)
+    if mode & 0o1777 != 0o1777:
+        raise SettingError(
+            f"COURSE_EXCHANGE={exchange} has mode {mode:04o}, and nbgrader's exchange needs 1777: "
+            "every user writes there (world-writable, rwx for all) and nobody may delete "
+            f"another's files (sticky bit). Fix: sudo chmod 1777 {exchange}"
+        )
+
+
+READ_COURSE = """
+import json, os, sys
+from traitlets.config.loader import PyFileConfigLoader
+sys.path.insert(0, os.getcwd())
+config = PyFileConfigLoader("nbgrader_config.py", path=os.getcwd()).load_config()
+print(json.dumps({
+    "course_id": config.CourseDirectory.get("course_id", ""),
+    "exchange": config.Exchange.get("root", sys.argv[1]),
+}))
+"""
+
+
+def read_course(course_dir: Path) -> Course:
+    """Load the course's nbgrader_config.py (in a separate Python, as nbgrader does: in the
+    course directory, as the user who owns it) and return its course id and exchange."""
+    if not (course_dir / "nbgrader_config.py").is_file():
+        raise SettingError(
+            f"COURSE_DIR={course_dir}: no nbgrader_config.py there. COURSE_DIR is the course "
+            "repository that instructors grade in: clone the course there "
+            f"(git clone <the course repository> {course_dir}), or point COURSE_DIR at it."
+        )
+    owner = course_dir.stat()
+    as_owner = {}
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        as_owner = {"user": owner.st_uid, "group": owner.st_gid}
+    result = subprocess.run(
+        [sys.executable, "-c", READ_COURSE, NBGRADER_EXCHANGE],
+        cwd=course_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **as_owner,
+    )
+    if result.returncode != 0:
+        raise SettingError(
+            f"COURSE_DIR={course_dir}: its nbgrader_config.py fails to load; fix it "
+            f"(python -m nbgrader --help-all shows nbgrader's settings):\n{result.stderr[-2000:]}"
+        )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    if not found["course_id"]:
+        raise SettingError(
+            f"COURSE_DIR={course_dir}: its nbgrader_config.py sets no course id; add "
+            "c.CourseDirectory.course_id = '<course>' (the JupyterHub groups are named after it)."
+        )
+    exchange = Path(found["exchange"])
+    if not exchange.is_absolute():
+        exchange = course_dir / exchange
+    return Course(course_id=found["course_id"], exchange=exchange)
+
+
+def check_course_exchange(course: Course, exchange: Path) -> None:
+    """The instructors' nbgrader (run in COURSE_DIR) must release into the class exchange."""
+    if course.exchange.resolve() == exchange.resolve():
+        return
+    if course.exchange.is_symlink() or course.exchange.exists():
+        todo = (
+            f"replace it with a link: rm -r {course.exchange} && ln -s {exchange} {course.exchange}"
+        )
+    else:
+        todo = f"link it: mkdir -p {course.exchange.parent} && ln -s {exchange} {course.exchange}"
+    raise SettingError(
+        f"The course's nbgrader_config.py puts nbgrader's exchange at {course.exchange} "
+        f"(Exchange.root), but the class exchange is COURSE_EXCHANGE={exchange}: students would "
+        f"never see what instructors release. Make the course's exchange the class exchange; {todo}"
+    )
+
+
+# --- the configuration -------------------------------------------------------------------------
+
+
+def groups(course_id: str) -> tuple[str, str]:
+    """nbgrader's JupyterHub group names: (instructors, students)."""
+    return f"formgrade-{course_id}", f"nbgrader-{course_id}"
+
+
+def configure(c, settings: Settings, course: Course) -> None:
+    """Set JupyterHub's configuration ``c`` for the class."""
+    instructors, students = groups(course.course_id)
+    c.JupyterHub.authenticator_class = "pam"  # system users; any other authenticator works too
+    c.Authenticator.allowed_users = set(settings.instructors) | set(settings.students)
+    c.JupyterHub.load_groups = {
+        instructors: {"users": list(settings.instructors)},
+        students: {"users": list(settings.students)},
+    }
+    c.JupyterHub.load_roles = [
+        {
+            "name": "instructor",
+            "description": "Open, start and stop the servers of the course's students",
+            "groups": [instructors],
+            # A user's server resolves user filters only, not group filters (JupyterHub's
+            # check_scopes): access is granted student by student.
+            "scopes": [f"read:users!group={students}", f"servers!group={students}"]
+            + [f"access:servers!user={name}" for name in settings.students],
+        }
+    ]
+
+    c.JupyterHub.spawner_class = SPAWNERS[settings.spawner]
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.mem_limit = settings.mem_limit
+    c.Spawner.cpu_limit = float(settings.cpu_limit)
+    # Students: their home, the student tools, nbgrader's exchange; their own ~/.jupyter cannot
+    # turn the instructor tools back on.
+    c.Spawner.notebook_dir = "~"
+    c.Spawner.disable_user_config = True
+    c.Spawner.environment = {
+        "JUPYTER_CONFIG_PATH": str(ROLES / "student"),
+        "COURSE_ID": course.course_id,
+        "COURSE_EXCHANGE": str(settings.exchange),
+    }
+    # Instructors: the course directory, the formgrader, the instructor tools.
+    c.Spawner.group_overrides = {
+        "instructors": {
+            "groups": [instructors],
+            "spawner_override": {
+                "notebook_dir": str(settings.course_dir),
+                "disable_user_config": False,
+                "environment": {
+                    "JUPYTER_CONFIG_PATH": str(ROLES / "instructor"),
+                    "COURSE_DIR": str(settings.course_dir),
+                },
+            },
+        }
+    }
+    if settings.spawner == "systemd":
+        c.SystemdSpawner.isolate_tmp = True
+        c.SystemdSpawner.isolate_devices = True
+        c.SystemdSpawner.disable_user_sudo = True
+    if settings.spawner == "simple" and os.geteuid() == 0:
+        c.Spawner.args = ["--allow-root"]  # every server runs as the hub's user: tests only
