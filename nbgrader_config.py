@@ -1,8 +1,8 @@
 """The repository root is an nbgrader course directory.
 
-    solutions/<assignment>/<assignment>.ipynb   instructor versions (nbgrader's source)
-    exercises/<assignment>/<assignment>.ipynb   student versions, made by generate_assignment
-    grading/                                    submissions, autograded work, feedback, gradebook
+solutions/<assignment>/<assignment>.ipynb   instructor versions (nbgrader's source)
+exercises/<assignment>/<assignment>.ipynb   student versions, made by generate_assignment
+grading/                                    submissions, autograded work, feedback, gradebook
 """
 
 import os
@@ -20,7 +20,12 @@ from nbgrader.preprocessors import (
 )
 
 from lecture_lib.grading.execute import SandboxedExecute
-from lecture_lib.grading.sanitize import CheckSubmission, KeepLastCopy, SubmissionExporter
+from lecture_lib.grading.sanitize import (
+    CheckSubmission,
+    KeepLastCopy,
+    SanitizeMarkdown,
+    SubmissionExporter,
+)
 
 c = get_config()  # noqa: F821 (nbgrader provides get_config)
 
@@ -32,7 +37,9 @@ c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.submitted_directory = "grading/submitted"
 c.CourseDirectory.autograded_directory = "grading/autograded"
 c.CourseDirectory.feedback_directory = "grading/feedback"
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "grading", "gradebook.db")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(
+    c.CourseDirectory.root, "grading", "gradebook.db"
+)
 c.Exchange.root = os.path.join(c.CourseDirectory.root, "grading", "exchange")
 
 # A student's notebook runs in a few seconds. A cell still running after this many seconds (a loop
@@ -57,6 +64,7 @@ c.Autograde.sanitize_preprocessors = [
     KeepLastCopy,
     OverwriteKernelspec,
     OverwriteCells,
+    SanitizeMarkdown,
     CheckCellMetadata,
 ]
 # - its kernel runs in a bubblewrap sandbox (memory, process and disk limits, no network, no
@@ -71,9 +79,6 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-# - feedback and the Formgrader show the students' Markdown and outputs without their HTML
-#   scripts (nbconvert's sanitizer).
-c.HTMLExporter.sanitize_html = True
 c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 2 CPU cores
 # c.SandboxedExecute.sandbox = False  # only where bubblewrap cannot run, for trusted work
 # c.SandboxedExecute.allow_library_answers = True  # points for answers that call the library

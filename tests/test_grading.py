@@ -168,7 +168,7 @@ def reads_solution(nb, ex, course):
         "import glob, json, os, urllib.request\n"
         f"COURSE = {str(course)!r}\n"
         "seen = {p: os.path.exists(p) for p in [COURSE, COURSE + '/grading/gradebook.db', "
-        "os.path.expanduser('~root'), '/root', '/etc/passwd']}\n"
+        "COURSE + '/solutions', '/etc/shadow', '/etc/passwd']}\n"
         "print('seen:', seen)\n"
         f"try:\n    urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('LEAK_PORT', "
         f"'{{port}}') + '/leak', timeout=3)\nexcept Exception as error:\n    print('network:', error)\n"

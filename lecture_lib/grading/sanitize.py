@@ -6,7 +6,8 @@ that says why, so that it gets a zero with feedback and grading goes on. ``Check
 gives every cell the nbgrader role the gradebook knows for its id (a student cannot turn a
 check into a written answer or unlock it), drops nbgrader metadata the assignment does not
 know, puts back deleted check cells and locked cells, and notes a notebook of another
-assignment. ``KeepLastCopy`` keeps one graded copy of a duplicated cell.
+assignment. ``KeepLastCopy`` keeps one graded copy of a duplicated cell. ``SanitizeMarkdown``
+takes the scripts out of the students' Markdown before the instructor's Formgrader shows it.
 """
 
 from __future__ import annotations
@@ -125,11 +126,12 @@ class CheckSubmission(NbGraderPreprocessor):
                 cell.metadata.nbgrader = {**cell.metadata.nbgrader, **roles[grade_id]}
             else:
                 del cell.metadata["nbgrader"]
-        if not submitted & set(roles) and not any(cell.metadata.get(NOTE) for cell in nb.cells):
+        answers = {name for name, role in roles.items() if role["grade"] or role["solution"]}
+        if not submitted & answers and not any(cell.metadata.get(NOTE) for cell in nb.cells):
             guesses = sorted(name for name, known in others.items() if known & submitted)
             hint = f" (its cells belong to {', '.join(guesses)})" if guesses else ""
             problem = (
-                f"This notebook holds none of the cells of {ids['assignment']}{hint}. It was "
+                f"This notebook holds none of the questions of {ids['assignment']}{hint}. It was "
                 f"graded with every answer missing, so it scores 0. Hand in "
                 f"{ids['notebook']}.ipynb, the notebook of this assignment."
             )
@@ -182,6 +184,20 @@ def released_notebook(config, ids) -> nbformat.NotebookNode | None:
         return None
 
 
+class SanitizeMarkdown(NbGraderPreprocessor):
+    """The HTML in the students' Markdown cells (their written answers, any cell they added)
+    cleaned of scripts, frames and event handlers, as nbconvert's sanitizer does: the
+    Formgrader and the feedback render these cells as HTML (and nbgrader's templates do not
+    apply ``HTMLExporter.sanitize_html``). The instructor's locked cells are left as they are."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "markdown" and not cell.metadata.get("nbgrader", {}).get("locked"):
+            from nbconvert.filters.strings import clean_html
+
+            cell.source = clean_html(cell.source)
+        return cell, resources
+
+
 def _roles(notebook) -> dict[str, dict]:
     """``{grade_id: nbgrader flags}`` of every cell of the source notebook."""
     grades = {cell.name: cell.max_score for cell in notebook.grade_cells}
@@ -202,7 +218,7 @@ def _roles(notebook) -> dict[str, dict]:
 
 
 def _other_notebooks(gb, assignment: str, notebook: str) -> dict[str, set[str]]:
-    """The cell ids of the course's other assignments, by assignment name."""
+    """The ids of the questions (graded and solution cells) of the course's other assignments."""
     others = {}
     for other in gb.assignments:
         if other.name == assignment:
@@ -212,5 +228,6 @@ def _other_notebooks(gb, assignment: str, notebook: str) -> dict[str, set[str]]:
         except MissingEntry:
             nb = other.notebooks[0] if other.notebooks else None
         if nb is not None:
-            others[other.name] = {cell.name for cell in nb.source_cells}
+            answers = [*nb.grade_cells, *nb.solution_cells]
+            others[other.name] = {cell.name for cell in answers}
     return others
