@@ -1,18 +1,30 @@
 """The repository root is an nbgrader course directory.
 
-    solutions/<assignment>/<assignment>.ipynb   instructor versions (nbgrader's source)
-    exercises/<assignment>/<assignment>.ipynb   student versions, made by generate_assignment
-    grading/                                    submissions, autograded work, feedback, gradebook
+solutions/<assignment>/<assignment>.ipynb   instructor versions (nbgrader's source)
+exercises/<assignment>/<assignment>.ipynb   student versions, made by generate_assignment
+grading/                                    submissions, autograded work, feedback, gradebook
 """
 
 import os
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
+    AssignLatePenalties,
     CheckCellMetadata,
     ClearOutput,
-    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
     OverwriteCells,
     OverwriteKernelspec,
+    SaveAutoGrades,
+)
+
+from lecture_lib.grading.execute import SandboxedExecute
+from lecture_lib.grading.sanitize import (
+    CheckSubmission,
+    KeepLastCopy,
+    SanitizeMarkdown,
+    SubmissionExporter,
 )
 
 c = get_config()  # noqa: F821 (nbgrader provides get_config)
@@ -25,42 +37,49 @@ c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.submitted_directory = "grading/submitted"
 c.CourseDirectory.autograded_directory = "grading/autograded"
 c.CourseDirectory.feedback_directory = "grading/feedback"
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "grading", "gradebook.db")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(
+    c.CourseDirectory.root, "grading", "gradebook.db"
+)
 c.Exchange.root = os.path.join(c.CourseDirectory.root, "grading", "exchange")
 
 # A student's notebook runs in a few seconds. A cell still running after this many seconds (a loop
-# that never ends) is interrupted and recorded as an error; the cells after it still run and
-# count (Execute.interrupt_on_timeout, nbgrader's default, stated here). The timeout is set on
-# ExecutePreprocessor, the class nbgrader's Execute extends, so that a command-line
-# --ExecutePreprocessor.timeout=N (or --Execute.timeout=N) overrides it.
+# that never ends) is interrupted; one that does not stop within 10 s more loses its kernel, and
+# grading goes on in a fresh one (the cells above run again). The other questions still count.
+# The timeout is set on ExecutePreprocessor, a base class of the course's SandboxedExecute, so
+# that a command-line --ExecutePreprocessor.timeout=N overrides it.
 c.ExecutePreprocessor.timeout = 60
-c.Execute.interrupt_on_timeout = True
 c.ExecutePreprocessor.kernel_name = "python3"
 
 # The released notebooks keep no outputs; the student runs them.
 c.ClearOutput.enabled = True
 
-
-class KeepLastCopy(DeduplicateIds):
-    """A student who copied a graded or solution cell: the last copy keeps its nbgrader
-    metadata and is graded, the other copies become plain cells (they still run).
-
-    nbgrader 0.9's DeduplicateIds leaves an empty ``nbgrader`` dict on the other copies, which
-    its metadata check then rejects, and the whole submission fails to grade
-    (jupyter/nbgrader#1083); this removes the empty dict.
-    """
-
-    def preprocess_cell(self, cell, resources, cell_index):
-        cell, resources = super().preprocess_cell(cell, resources, cell_index)
-        if cell.metadata.get("nbgrader", None) == {}:
-            del cell.metadata["nbgrader"]
-        return cell, resources
-
-
+# Autograding treats every submission as hostile (lecture_lib.grading; README, "Homework"):
+# - a submission that is not a readable notebook of this assignment scores 0 with a note;
+# - every cell gets the nbgrader role the gradebook knows; deleted check cells come back;
+#   (lecture_lib.grading.sanitize);
+c.Autograde.exporter_class = SubmissionExporter
 c.Autograde.sanitize_preprocessors = [
+    CheckSubmission,
     ClearOutput,
     KeepLastCopy,
     OverwriteKernelspec,
     OverwriteCells,
+    SanitizeMarkdown,
     CheckCellMetadata,
 ]
+# - its kernel runs in a bubblewrap sandbox (memory, process and disk limits, no network, no
+#   view of this folder), the check cells only send the student's results out, and the
+#   verdict is reached here, with fresh secret seeds for the hidden cases.
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 2 CPU cores
+# c.SandboxedExecute.sandbox = False  # only where bubblewrap cannot run, for trusted work
+# c.SandboxedExecute.allow_library_answers = True  # points for answers that call the library
+# c.SandboxedExecute.memory_limit = 3 * 2**30  # bytes; also process_limit, output_limit

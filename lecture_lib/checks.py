@@ -12,12 +12,24 @@ message names it.
 
 ``seed=None`` checks the lecture's example or a fixed case; a ``seed`` draws fresh random cases
 (the hidden tests of the exercises use those).
+
+Every check is written in two halves (a ``Check``): ``run`` calls the student's code on the
+cases and returns what came back, as plain numbers, strings and arrays; ``judge`` computes the
+reference with the library and compares. In a student's notebook both halves run at once.
+When grading, only ``run`` happens in the student's kernel; what it observed is sent out, and
+``judge`` decides in the grader's own process (``lecture_lib.grading``), with the same
+messages. Nothing the student's code does inside its kernel can change a verdict.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import functools
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -43,6 +55,87 @@ RULE_TEXT = {
 }
 
 
+# --- a check in two halves -----------------------------------------------------------------------
+
+
+class Check:
+    """One question's check: ``run`` (the student's side) and ``judge`` (the reference side).
+
+    ``run(answer, *options, seed=None)`` calls the student's ``answer`` on the cases of
+    ``seed`` and returns what it observed: plain data (numbers, strings, lists, dicts, numpy
+    arrays) that can leave a kernel. ``judge(observed, *options, seed=None)`` recomputes the
+    cases and the references, and returns the ✓ line or raises an ``AssertionError``.
+
+    ``library`` names the library functions that *are* this question's answer (for example
+    ``"lecture_lib.attribution.saliency"``); an answer that only calls one of them earns no
+    points when grading, and the instant check says so.
+
+    Calling the check runs both halves: ``check_relu_backward(fn, rule="deconvnet")``.
+    """
+
+    def __init__(self, run: Callable[..., dict], judge: Callable[..., str], library=()) -> None:
+        self.run, self.judge, self.library = run, judge, tuple(library)
+        functools.update_wrapper(self, run)  # name, docstring and signature of the run half
+
+    def options(self, *args, **kwargs) -> tuple[object, dict]:
+        """The student's answer and the check's options by name (defaults filled in)."""
+        bound = inspect.signature(self.run).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        first = next(iter(arguments))
+        return arguments.pop(first), arguments
+
+    def __call__(self, *args, **kwargs) -> None:
+        answer, options = self.options(*args, **kwargs)
+        with library_calls(self.library) as called:
+            observed = self.run(answer, **options)
+        _ok(self.judge(observed, **options))
+        if called:
+            print(library_note(called))
+
+
+def library_note(called: list[str]) -> str:
+    names = ", ".join(sorted(set(called)))
+    return (
+        f"Note: your answer calls {names}, the library's own answer to this question. The check "
+        "passes, but grading gives no points for it: write the computation yourself."
+    )
+
+
+def library_functions(names) -> dict:
+    """``{code object: dotted name}`` of the library functions called ``names``."""
+    codes = {}
+    for name in names:
+        module, _, attribute = name.rpartition(".")
+        function = inspect.unwrap(getattr(importlib.import_module(module), attribute))
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            codes[code] = name
+    return codes
+
+
+@contextmanager
+def library_calls(names) -> Iterator[list[str]]:
+    """Inside the block, record each call of the library functions ``names`` (by their code
+    objects, so an alias or a ``from ... import`` is caught too)."""
+    called: list[str] = []
+    codes = library_functions(names)
+    if not codes:
+        yield called
+        return
+    previous = sys.getprofile()
+
+    def profile(frame, event, _arg):
+        if event == "call" and frame.f_code in codes:
+            called.append(codes[frame.f_code])
+
+    sys.setprofile(profile)
+    try:
+        yield called
+    finally:
+        sys.setprofile(previous)
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -55,8 +148,37 @@ def _number(value) -> str:
     return str(int(value)) if value.is_integer() else f"{value:.4g}"
 
 
+def observe(value):
+    """What a student's code returned, as data that can leave the kernel: a float64 array, or a
+    note of its type (``{"returned": "NoneType"}``) when it is not a numeric array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    if value is None:
+        return {"returned": "None"}
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError, RuntimeError):
+        return {"returned": type(value).__name__}
+    return array
+
+
+def _scalar(value):
+    """A by-hand answer's entry as a plain number or string (its repr for anything else)."""
+    if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1:
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return {"repr": repr(value)[:200]}
+
+
 def _array(value, what: str) -> np.ndarray:
-    """A student's result as a float numpy array, or a message about what came back."""
+    """A result as a float numpy array, or a message about what came back."""
+    if isinstance(value, dict) and "returned" in value:
+        if value["returned"] == "None":
+            raise AssertionError(f"{what} returned None: did you forget the `return` statement?")
+        raise AssertionError(
+            f"{what} returned a {value['returned']}, expected an array or a tensor."
+        )
     if value is None:
         raise AssertionError(f"{what} returned None: did you forget the `return` statement?")
     if isinstance(value, torch.Tensor):
@@ -126,32 +248,37 @@ def _hooks_left(model: nn.Module) -> list[str]:
     ]
 
 
-def _check_untouched(model: nn.Module, fresh: nn.Module, what: str) -> None:
-    """The model a student's function received is still the model it was."""
+def _changes(model: nn.Module, fresh: nn.Module, what: str) -> str | None:
+    """What a student's function changed in the model it received, in words (None: nothing)."""
     left = _hooks_left(model)
     if left:
-        raise AssertionError(
+        return (
             f"{what} left hooks on {', '.join(left)}: remove every hook you register "
             "(handle = layer.register_..._hook(...); ...; handle.remove(), in a `finally:` block "
             "so that it also happens when an error is raised)."
         )
     layers = [(name, type(module)) for name, module in model.named_modules()]
     if layers != [(name, type(module)) for name, module in fresh.named_modules()]:
-        raise AssertionError(
+        return (
             f"{what} changed the layers of the model it was given: work on a copy, "
             "new = copy.deepcopy(model), and leave `model` as it came."
         )
     for (name, module), original in zip(model.named_modules(), fresh.modules()):
         if module.training != original.training:
-            raise AssertionError(
+            return (
                 f"{what} switched {name or 'the model'} to {'train' if module.training else 'eval'}"
                 " mode; leave the model's mode as it came."
             )
     for (name, p), q in zip(model.named_parameters(), fresh.parameters()):
         if not torch.equal(p.detach(), q.detach()) or p.requires_grad != q.requires_grad:
-            raise AssertionError(
-                f"{what} changed the model's parameter {name!r}; leave it as it came."
-            )
+            return f"{what} changed the model's parameter {name!r}; leave it as it came."
+    return None
+
+
+def _untouched(observed: dict) -> None:
+    """Raise what ``_changes`` found, if anything."""
+    if observed.get("changes"):
+        raise AssertionError(observed["changes"])
 
 
 def _shapes(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,20 +300,27 @@ def _targets(labels: torch.Tensor, seed: int | None) -> torch.Tensor:
 # --- Part 1: activations ------------------------------------------------------------------------
 
 
-def check_feature_maps(
-    fn: Callable, layers=("relu1", "conv2", "relu4"), seed: int | None = None
-) -> None:
+def _run_feature_maps(fn: Callable, layers=("relu1", "conv2", "relu4"), seed: int | None = None):
     """``fn(model, images, layers)`` returns ``{layer name: output}`` from one forward pass with
     forward hooks, and removes its hooks; compared with ``activations.feature_maps``."""
     model, fresh = load_shapes_net(), load_shapes_net()
     images, _ = _shapes(seed or 0, 2)
-    layers = list(layers)
     got = fn(model, images.clone(), list(layers))
-    _check_untouched(model, fresh, "your function")
+    observed = {"changes": _changes(model, fresh, "your function")}
     if not isinstance(got, dict):
+        observed["type"] = type(got).__name__
+        return observed
+    observed["maps"] = {str(name): observe(value) for name, value in got.items()}
+    return observed
+
+
+def _judge_feature_maps(observed, layers=("relu1", "conv2", "relu4"), seed=None) -> str:
+    _untouched(observed)
+    if "maps" not in observed:
         raise AssertionError(
-            f"expected a dict {{layer name: feature map}}, got a {type(got).__name__}."
+            f"expected a dict {{layer name: feature map}}, got a {observed['type']}."
         )
+    got, layers = observed["maps"], list(layers)
     if sorted(got) != sorted(layers):
         hint = ""
         if len(got) < len(layers):
@@ -199,6 +333,8 @@ def check_feature_maps(
             f"the dict's keys are {sorted(got)}, expected the requested layers "
             f"{sorted(layers)}.{hint}"
         )
+    model = load_shapes_net()
+    images, _ = _shapes(seed or 0, 2)
     expected = activations.feature_maps(model, images, layers)
     inputs = _layer_inputs(model, images, layers)
     for name in layers:
@@ -216,7 +352,14 @@ def check_feature_maps(
             mistakes,
             _pixel,
         )
-    _ok(f"your feature maps of {', '.join(layers)} match activations.feature_maps; no hooks left.")
+    return (
+        f"your feature maps of {', '.join(layers)} match activations.feature_maps; no hooks left."
+    )
+
+
+check_feature_maps = Check(
+    _run_feature_maps, _judge_feature_maps, library=["lecture_lib.activations.feature_maps"]
+)
 
 
 def _layer_inputs(model: nn.Module, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
@@ -256,9 +399,20 @@ def receptive_fields(model: nn.Module) -> dict[str, int]:
     return fields
 
 
-def check_receptive_fields(answers: dict) -> None:
+def _run_receptive_fields(answers: dict) -> dict:
     """``answers`` ``{layer: side in pixels}`` for every conv and pool layer of ShapesNet.
     A by-hand answer: a wrong one gets a hint, not the number."""
+    if not isinstance(answers, dict):
+        return {"type": type(answers).__name__}
+    return {"answers": {str(name): _scalar(value) for name, value in answers.items()}}
+
+
+def _judge_receptive_fields(observed) -> str:
+    if "answers" not in observed:
+        raise AssertionError(
+            f"expected a dict {{layer: side in pixels}}, got a {observed['type']}."
+        )
+    answers = observed["answers"]
     model = load_shapes_net()
     expected = receptive_fields(model)
     missing = [name for name in expected if name not in answers]
@@ -269,17 +423,24 @@ def check_receptive_fields(answers: dict) -> None:
         if name not in expected:
             continue
         if answers[name] != expected[name]:
+            given = answers[name]
+            given = given["repr"] if isinstance(given, dict) else repr(given)
             k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
             raise AssertionError(
-                f"{name}: {answers[name]!r} is not right. r_l = r_{{l-1}} + (k_l - 1) · j_{{l-1}}: "
+                f"{name}: {given} is not right. r_l = r_{{l-1}} + (k_l - 1) · j_{{l-1}}: "
                 f"{name} has k = {k}, and the units of the layer below it lie j = {jump} pixels "
                 "apart in the image (each 2 x 2 pooling with stride 2 doubles j)."
             )
         jump *= module.stride if isinstance(module.stride, int) else module.stride[0]
-    _ok(
+    return (
         f"receptive fields correct: a unit of conv4 sees {expected['conv4']} x "
         f"{expected['conv4']} pixels of the 64 x 64 image."
     )
+
+
+check_receptive_fields = Check(
+    _run_receptive_fields, _judge_receptive_fields, library=["lecture_lib.checks.receptive_fields"]
+)
 
 
 # --- Part 2: perturbation and saturation -------------------------------------------------------
@@ -297,11 +458,22 @@ SATURATION_HINTS = {
 }
 
 
-def check_saturation_by_hand(answers: dict) -> None:
+def _run_saturation_by_hand(answers: dict) -> dict:
     """``answers`` holds the pairs (for i1, for i2) that the gradient, single-feature
     perturbation (baseline 0) and integrated gradients (baseline (0, 0)) give the saturating toy
     :math:`y = 1 - \\max(0, 1 - i_1 - i_2)` at (1, 1). A by-hand answer: a wrong one gets a hint,
     not the numbers."""
+    if not isinstance(answers, dict):
+        return {"type": type(answers).__name__}
+    return {"answers": {str(key): observe(value) for key, value in answers.items()}}
+
+
+def _judge_saturation_by_hand(observed) -> str:
+    if "answers" not in observed:
+        raise AssertionError(
+            f"expected a dict of pairs (for i1, for i2), got a {observed['type']}."
+        )
+    answers = observed["answers"]
     toy, x = SaturatingToy(), torch.tensor([[1.0, 1.0]])
     expected = {
         "gradient": attribution.gradient(toy, x, target=0)[0],
@@ -313,17 +485,28 @@ def check_saturation_by_hand(answers: dict) -> None:
             raise AssertionError(f"answers has no entry {key!r}; give a pair (for i1, for i2).")
         got = _array(answers[key], key)
         if got.shape != (2,):
-            raise AssertionError(f"{key}: give a pair (for i1, for i2), got {answers[key]!r}.")
+            raise AssertionError(f"{key}: give a pair (for i1, for i2), got shape {got.shape}.")
         wrong = [i for i in range(2) if abs(got[i] - float(value[i])) > 1e-3]
         if wrong:
             inputs = " and ".join(f"i{i + 1}" for i in wrong)
             raise AssertionError(
                 f"{key}: your value for {inputs} is not right. {SATURATION_HINTS[key]}"
             )
-    _ok(
+    return (
         "saturation by hand: gradient (0, 0), single-feature (0, 0), integrated gradients "
         "(0.5, 0.5)."
     )
+
+
+check_saturation_by_hand = Check(
+    _run_saturation_by_hand,
+    _judge_saturation_by_hand,
+    library=[
+        "lecture_lib.attribution.gradient",
+        "lecture_lib.attribution.integrated_gradients",
+        "lecture_lib.perturbation.single_feature",
+    ],
+)
 
 
 def _small_mlp(seed: int) -> nn.Module:
@@ -336,21 +519,28 @@ def _small_mlp(seed: int) -> nn.Module:
     return model.eval()
 
 
-def check_integrated_gradients(fn: Callable, seed: int | None = None) -> None:
+def _integrated_gradients_case(seed: int | None):
+    """``(model, x, baseline, steps)``: the saturating toy, or a random network with a seed."""
+    if seed is None:
+        x = torch.tensor([[1.0, 1.0], [0.3, 0.2], [2.0, -0.5]])
+        return SaturatingToy(), x, torch.zeros_like(x), 50
+    generator = torch.Generator().manual_seed(seed)
+    x, baseline = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
+    return _small_mlp(seed), x, baseline, 20
+
+
+def _run_integrated_gradients(fn: Callable, seed: int | None = None) -> dict:
     """``fn(model, x, baseline, steps)`` for a model ``[N, D] -> [N, 1]``, with the midpoint rule
     :math:`\\alpha_k = (k + 1/2)/m`; compared with ``attribution.integrated_gradients``."""
-    if seed is None:
-        model = SaturatingToy()
-        x = torch.tensor([[1.0, 1.0], [0.3, 0.2], [2.0, -0.5]])
-        baseline, steps = torch.zeros_like(x), 50
-    else:
-        model = _small_mlp(seed)
-        generator = torch.Generator().manual_seed(seed)
-        x, baseline = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
-        steps = 20
+    model, x, baseline, steps = _integrated_gradients_case(seed)
     fresh = copy.deepcopy(model)
     got = fn(model, x.clone(), baseline.clone(), steps)
-    _check_untouched(model, fresh, "your integrated_gradients")
+    return {"got": observe(got), "changes": _changes(model, fresh, "your integrated_gradients")}
+
+
+def _judge_integrated_gradients(observed, seed=None) -> str:
+    _untouched(observed)
+    model, x, baseline, steps = _integrated_gradients_case(seed)
     expected = attribution.integrated_gradients(model, x, 0, baseline=baseline, steps=steps)
     alphas = (torch.arange(steps) + 0.5) / steps
     mean_gradient = sum(
@@ -372,32 +562,47 @@ def check_integrated_gradients(fn: Callable, seed: int | None = None) -> None:
         "the gradient at x times (x - x')": attribution.gradient(model, x, 0) * (x - baseline),
     }
     _compare(
-        got,
+        observed["got"],
         expected,
         "integrated gradients",
         "IG_i = (x_i - x'_i) · (1/m) Σ_k ∂f(x' + α_k (x - x'))/∂x_i with α_k = (k + 1/2)/m.",
         mistakes,
         lambda index: f"example {index[0]}, input {index[1]}",
     )
-    _ok("integrated gradients match attribution.integrated_gradients.")
+    return "integrated gradients match attribution.integrated_gradients."
 
 
-def check_occlusion(
-    fn: Callable, window: int = 16, stride: int = 8, seed: int | None = None
-) -> None:
-    """``fn(model, image, target, window, stride, baseline)`` returns the occlusion map ``[H, W]``
-    of one image; compared with ``perturbation.occlusion``. ``64 - window`` must be a multiple
-    of ``stride`` (the windows start at ``range(0, 64 - window + 1, stride)``)."""
+check_integrated_gradients = Check(
+    _run_integrated_gradients,
+    _judge_integrated_gradients,
+    library=["lecture_lib.attribution.integrated_gradients"],
+)
+
+
+def _occlusion_case(window: int, stride: int, seed: int | None):
+    """``(model, image, target, baseline)``; ``64 - window`` must be a multiple of ``stride``."""
     if (64 - window) % stride:
         raise ValueError(
             f"check_occlusion: 64 - window must be a multiple of stride, got {window=}, {stride=}."
         )
-    model, fresh = load_shapes_net(), load_shapes_net()
     images, labels = _shapes(seed or 0, 1)
     target = int(labels[0] if seed is None else _targets(labels, seed)[0])
-    image, baseline = images[0], 0.5
+    return load_shapes_net(), images[0], target, 0.5
+
+
+def _run_occlusion(fn: Callable, window: int = 16, stride: int = 8, seed: int | None = None):
+    """``fn(model, image, target, window, stride, baseline)`` returns the occlusion map ``[H, W]``
+    of one image; compared with ``perturbation.occlusion``. ``64 - window`` must be a multiple
+    of ``stride`` (the windows start at ``range(0, 64 - window + 1, stride)``)."""
+    model, image, target, baseline = _occlusion_case(window, stride, seed)
+    fresh = load_shapes_net()
     got = fn(model, image.clone(), target, window, stride, baseline)
-    _check_untouched(model, fresh, "your occlusion")
+    return {"got": observe(got), "changes": _changes(model, fresh, "your occlusion")}
+
+
+def _judge_occlusion(observed, window: int = 16, stride: int = 8, seed=None) -> str:
+    _untouched(observed)
+    model, image, target, baseline = _occlusion_case(window, stride, seed)
     expected = perturbation.occlusion(model, image, target, window, stride, baseline)
     height, width = image.shape[1:]
     rows = perturbation.window_positions(height, window, stride)
@@ -423,7 +628,7 @@ def check_occlusion(
             model, image, 0, window, stride, baseline
         )
     _compare(
-        got,
+        observed["got"],
         expected,
         f"occlusion (window {window}, stride {stride})",
         "A_ij = mean over the windows w that cover (i, j) of f(x) - f(x with w set to the "
@@ -431,7 +636,12 @@ def check_occlusion(
         mistakes,
         _pixel,
     )
-    _ok(f"occlusion map (window {window}, stride {stride}) matches perturbation.occlusion.")
+    return f"occlusion map (window {window}, stride {stride}) matches perturbation.occlusion."
+
+
+check_occlusion = Check(
+    _run_occlusion, _judge_occlusion, library=["lecture_lib.perturbation.occlusion"]
+)
 
 
 # --- Part 2: saliency, input x gradient, class model -----------------------------------------
@@ -446,13 +656,28 @@ def _score_gradient(model, images, target, probability=False) -> torch.Tensor:
     return grad
 
 
-def check_saliency(fn: Callable, seed: int | None = None) -> None:
-    """``fn(model, images, target)`` returns ``[N, H, W]``, :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|`."""
-    model, fresh = load_shapes_net(), load_shapes_net()
-    images, labels = _shapes(seed or 0, 3)
-    target = _targets(labels, seed)
+def _images_case(seed: int | None, n: int = 3):
+    """``(model, images, target)``: unseen shapes and their targets."""
+    images, labels = _shapes(seed or 0, n)
+    return load_shapes_net(), images, _targets(labels, seed)
+
+
+def _run_on_images(fn: Callable, seed: int | None, what: str) -> dict:
+    """``fn(model, images, target)`` on the case of ``seed``: what it returned, what it changed."""
+    model, images, target = _images_case(seed)
+    fresh = load_shapes_net()
     got = fn(model, images.clone(), target.clone())
-    _check_untouched(model, fresh, "your saliency")
+    return {"got": observe(got), "changes": _changes(model, fresh, what)}
+
+
+def _run_saliency(fn: Callable, seed: int | None = None) -> dict:
+    """``fn(model, images, target)`` returns ``[N, H, W]``, :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|`."""
+    return _run_on_images(fn, seed, "your saliency")
+
+
+def _judge_saliency(observed, seed=None) -> str:
+    _untouched(observed)
+    model, images, target = _images_case(seed)
     w = attribution.gradient(model, images, target)
     mistakes = {
         "the gradient itself, one map per colour channel (take the max over channels, dim=1)": w,
@@ -467,23 +692,27 @@ def check_saliency(fn: Callable, seed: int | None = None) -> None:
         ),
     }
     _compare(
-        got,
+        observed["got"],
         attribution.saliency(model, images, target),
         "saliency",
         "M_ij = max_c |w_h(i,j,c)|, w = dS_c/dI at I_0 (the score, not the probability).",
         mistakes,
         _pixel,
     )
-    _ok("saliency maps match attribution.saliency (max over channels of |dS_c/dI|).")
+    return "saliency maps match attribution.saliency (max over channels of |dS_c/dI|)."
 
 
-def check_input_x_gradient(fn: Callable, seed: int | None = None) -> None:
+check_saliency = Check(_run_saliency, _judge_saliency, library=["lecture_lib.attribution.saliency"])
+
+
+def _run_input_x_gradient(fn: Callable, seed: int | None = None) -> dict:
     """``fn(model, images, target)`` returns :math:`I \\odot \\partial S_c/\\partial I`, ``[N, C, H, W]``."""
-    model, fresh = load_shapes_net(), load_shapes_net()
-    images, labels = _shapes(seed or 0, 3)
-    target = _targets(labels, seed)
-    got = fn(model, images.clone(), target.clone())
-    _check_untouched(model, fresh, "your input_x_gradient")
+    return _run_on_images(fn, seed, "your input_x_gradient")
+
+
+def _judge_input_x_gradient(observed, seed=None) -> str:
+    _untouched(observed)
+    model, images, target = _images_case(seed)
     expected = attribution.input_x_gradient(model, images, target)
     w = attribution.gradient(model, images, target)
     mistakes = {
@@ -492,20 +721,25 @@ def check_input_x_gradient(fn: Callable, seed: int | None = None) -> None:
         "input x gradient summed over colour channels (keep [N, C, H, W])": expected.sum(1),
     }
     _compare(
-        got,
+        observed["got"],
         expected,
         "input x gradient",
         "the contribution of pixel value x_i is x_i · dS_c/dx_i (for y = w^T x: w_i x_i).",
         mistakes,
         _pixel,
     )
-    _ok("input x gradient matches attribution.input_x_gradient.")
+    return "input x gradient matches attribution.input_x_gradient."
 
 
-def check_ascent_step(fn: Callable, seed: int | None = None) -> None:
-    """``fn(model, image, target, l2, lr)`` returns the image after one step of gradient ascent
-    on :math:`S_c(I) - \\lambda \\|I\\|_2^2`: :math:`I + lr\\,(\\partial S_c/\\partial I - 2\\lambda I)`."""
-    model, fresh = load_shapes_net(), load_shapes_net()
+check_input_x_gradient = Check(
+    _run_input_x_gradient,
+    _judge_input_x_gradient,
+    library=["lecture_lib.attribution.input_x_gradient"],
+)
+
+
+def _ascent_case(seed: int | None):
+    """``(model, image, target, l2, lr)``."""
     generator = torch.Generator().manual_seed(seed or 0)
     image = torch.rand(3, 64, 64, generator=generator)
     target = 1 if seed is None else int(torch.randint(0, len(CLASSES), (1,), generator=generator))
@@ -514,14 +748,30 @@ def check_ascent_step(fn: Callable, seed: int | None = None) -> None:
         if seed is None
         else (0.2 * float(torch.rand(1, generator=generator)) + 0.01, 0.3)
     )
-    before = image.clone()
+    return load_shapes_net(), image, target, l2, lr
+
+
+def _run_ascent_step(fn: Callable, seed: int | None = None) -> dict:
+    """``fn(model, image, target, l2, lr)`` returns the image after one step of gradient ascent
+    on :math:`S_c(I) - \\lambda \\|I\\|_2^2`: :math:`I + lr\\,(\\partial S_c/\\partial I - 2\\lambda I)`."""
+    model, image, target, l2, lr = _ascent_case(seed)
+    fresh, before = load_shapes_net(), image.clone()
     got = fn(model, image, target, l2, lr)
-    if not torch.equal(image, before):
+    return {
+        "got": observe(got),
+        "in_place": not torch.equal(image, before),
+        "changes": _changes(model, fresh, "your ascent_step"),
+    }
+
+
+def _judge_ascent_step(observed, seed=None) -> str:
+    if observed["in_place"]:
         raise AssertionError(
             "your ascent_step changed `image` in place; return a new tensor and leave the input "
             "as it came (e.g. image.detach().clone().requires_grad_(True) before the forward pass)."
         )
-    _check_untouched(model, fresh, "your ascent_step")
+    _untouched(observed)
+    model, image, target, l2, lr = _ascent_case(seed)
     t = torch.tensor([target])
     g = _score_gradient(model, image[None], t)[0]
     p = _score_gradient(model, image[None], t, probability=True)[0]
@@ -533,14 +783,19 @@ def check_ascent_step(fn: Callable, seed: int | None = None) -> None:
         "the softmax probability instead of the score S_c": image + lr * (p - 2 * l2 * image),
     }
     _compare(
-        got,
+        observed["got"],
         image + lr * (g - 2 * l2 * image),
         "ascent step",
         "I_new = I + lr · ∂/∂I [S_c(I) - λ||I||²] = I + lr · (∂S_c/∂I - 2λ I).",
         mistakes,
         lambda index: f"channel {index[0]}, pixel {index[1:]}",
     )
-    _ok("one step of class model ascent is right: I + lr · (dS_c/dI - 2λI).")
+    return "one step of class model ascent is right: I + lr · (dS_c/dI - 2λI)."
+
+
+check_ascent_step = Check(
+    _run_ascent_step, _judge_ascent_step, library=["lecture_lib.class_model.visualize"]
+)
 
 
 # --- Part 2: DeconvNet and guided backpropagation ----------------------------------------------
@@ -564,57 +819,88 @@ def _other_rules(rule: str, x, r) -> dict:
     return mistakes
 
 
-def check_relu_backward(fn: Callable, rule: str, seed: int | None = None) -> None:
+def _run_relu_backward(fn: Callable, rule: str, seed: int | None = None) -> dict:
     """``fn(forward_input, grad_output)`` returns :math:`R^l` by ``rule``, for numpy arrays."""
     rules.check_rule(rule)
+    cases = []
     for x, r in _relu_cases(seed):
         x_before, r_before = x.copy(), r.copy()
         got = fn(x, r)
-        if not (np.array_equal(x, x_before) and np.array_equal(r, r_before)):
+        in_place = not (np.array_equal(x, x_before) and np.array_equal(r, r_before))
+        cases.append({"got": observe(got), "in_place": in_place})
+    return {"cases": cases}
+
+
+def _judge_relu_backward(observed, rule: str, seed=None) -> str:
+    rules.check_rule(rule)
+    for (x, r), case in zip(_relu_cases(seed), observed["cases"]):
+        if case["in_place"]:
             raise AssertionError(
                 "your function changed its input arrays in place; compute a new array "
                 "(np.where(mask, grad_output, 0) or grad_output * mask) and leave them unchanged."
             )
         _compare(
-            got,
+            case["got"],
             rules.relu_backward(x, r, rule),
             f"relu_backward ({RULE_NAMES[rule]})",
             RULE_TEXT[rule] + ".",
             _other_rules(rule, x, r),
         )
     case = "the lecture's 3x3 example" if seed is None else "random arrays"
-    _ok(f"relu_backward follows the {RULE_NAMES[rule]} rule on {case}.")
+    return f"relu_backward follows the {RULE_NAMES[rule]} rule on {case}."
 
 
-def check_relu_function(fn_class, rule: str, seed: int | None = None) -> None:
+check_relu_backward = Check(
+    _run_relu_backward, _judge_relu_backward, library=["lecture_lib.rules.relu_backward"]
+)
+
+
+def _run_relu_function(fn_class, rule: str, seed: int | None = None) -> dict:
     """``fn_class.apply(x)`` is a ``torch.autograd.Function``: ReLU forward, ``rule`` backward."""
     rules.check_rule(rule)
     if not (isinstance(fn_class, type) and issubclass(fn_class, torch.autograd.Function)):
-        raise AssertionError(
-            f"expected a subclass of torch.autograd.Function, got {fn_class!r}; call it as "
-            "MyReLU.apply(x)."
-        )
+        return {"not_a_function": repr(fn_class)[:200]}
+    cases = []
     for x_np, r_np in _relu_cases(seed):
         x = torch.tensor(x_np, dtype=torch.float64, requires_grad=True)
         r = torch.tensor(r_np, dtype=torch.float64)
         y = fn_class.apply(x)
+        case = {
+            "forward": observe(y),
+            "in_place": not torch.equal(x.detach(), torch.tensor(x_np, dtype=torch.float64)),
+            "requires_grad": isinstance(y, torch.Tensor) and y.requires_grad,
+        }
+        if case["requires_grad"]:
+            (grad,) = torch.autograd.grad(y, x, grad_outputs=r)
+            case["backward"] = observe(grad)
+        cases.append(case)
+    return {"name": fn_class.__name__, "cases": cases}
+
+
+def _judge_relu_function(observed, rule: str, seed=None) -> str:
+    rules.check_rule(rule)
+    if "not_a_function" in observed:
+        raise AssertionError(
+            f"expected a subclass of torch.autograd.Function, got {observed['not_a_function']}; "
+            "call it as MyReLU.apply(x)."
+        )
+    for (x_np, r_np), case in zip(_relu_cases(seed), observed["cases"]):
         _compare(
-            y,
-            x.detach().clamp(min=0),
+            case["forward"],
+            np.maximum(x_np, 0.0),
             "forward",
             "every rule computes the usual ReLU forward, f^{l+1} = max(f^l, 0); only the "
             "backward pass differs.",
         )
-        if not torch.equal(x.detach(), torch.tensor(x_np, dtype=torch.float64)):
+        if case["in_place"]:
             raise AssertionError("forward changed its input in place; return a new tensor.")
-        if not y.requires_grad:
+        if not case["requires_grad"]:
             raise AssertionError(
                 "the output does not require grad: compute it inside forward(ctx, x) and call "
                 "the function as fn_class.apply(x)."
             )
-        (got,) = torch.autograd.grad(y, x, grad_outputs=r)
         _compare(
-            got,
+            case["backward"],
             rules.relu_backward(x_np, r_np, rule),
             f"backward ({RULE_NAMES[rule]})",
             RULE_TEXT[rule] + ". (backward(ctx, grad_output) receives R^{l+1}; save what "
@@ -622,7 +908,14 @@ def check_relu_function(fn_class, rule: str, seed: int | None = None) -> None:
             _other_rules(rule, x_np, r_np),
         )
     case = "the lecture's 3x3 example" if seed is None else "random tensors"
-    _ok(f"{fn_class.__name__}: ReLU forward, {RULE_NAMES[rule]} backward, on {case}.")
+    return f"{observed['name']}: ReLU forward, {RULE_NAMES[rule]} backward, on {case}."
+
+
+check_relu_function = Check(
+    _run_relu_function,
+    _judge_relu_function,
+    library=["lecture_lib.rules.relu_backward", "lecture_lib.checks.reference_relu_function"],
+)
 
 
 def reference_relu_function(rule: str) -> type[torch.autograd.Function]:
@@ -659,32 +952,49 @@ def _nested_model(seed: int) -> nn.Module:
     return model.eval()
 
 
-def check_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | None = None) -> None:
+def _model_case(seed: int | None):
+    """``(model, images, target)``: ShapesNet, or with a seed a small model with nested ReLUs."""
+    model = load_shapes_net() if seed is None else _nested_model(seed)
+    images, labels = _shapes(seed or 0, 2)
+    return model, images, _targets(labels, seed)
+
+
+def _run_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | None = None) -> dict:
     """``fn(model, relu_function)`` returns a copy of ``model`` in which every ``nn.ReLU`` calls
     ``relu_function.apply``; its input gradient must equal ``attribution.backprop(rule=rule)``.
     ``seed`` checks a small model with ReLUs inside nested blocks."""
-    model = load_shapes_net() if seed is None else _nested_model(seed)
+    model, images, target = _model_case(seed)
     fresh = copy.deepcopy(model)
-    images, labels = _shapes(seed or 0, 2)
-    target = _targets(labels, seed)
     new = fn(model, reference_relu_function(rule))
-    if new is model:
+    observed = {
+        "same_object": new is model,
+        "changes": _changes(model, fresh, "your function"),
+        "type": type(new).__name__,
+    }
+    if isinstance(new, nn.Module) and new is not model:
+        observed["relus_left"] = [name for name, m in new.named_modules() if type(m) is nn.ReLU]
+        observed["gradient"] = observe(_score_gradient(new, images, target))
+    return observed
+
+
+def _judge_relu_replacement(observed, rule: str = "deconvnet", seed=None) -> str:
+    if observed["same_object"]:
         raise AssertionError(
             "your function returned the model it was given: make a copy first, "
             "new = copy.deepcopy(model), and replace the ReLUs of the copy."
         )
-    _check_untouched(model, fresh, "your function")
-    if not isinstance(new, nn.Module):
-        raise AssertionError(f"expected the new model (an nn.Module), got {type(new).__name__}.")
-    left = [name for name, m in new.named_modules() if type(m) is nn.ReLU]
-    got = _score_gradient(new, images, target)
+    _untouched(observed)
+    if "gradient" not in observed:
+        raise AssertionError(f"expected the new model (an nn.Module), got {observed['type']}.")
+    model, images, target = _model_case(seed)
+    left = observed["relus_left"]
     mistakes = {
         "the plain gradient (the ReLUs still backpropagate as usual)": attribution.gradient(
             model, images, target
         )
     }
     _compare(
-        got,
+        observed["gradient"],
         attribution.backprop(model, images, target, rule=rule),
         f"the input gradient of the new model ({RULE_NAMES[rule]} ReLUs)",
         RULE_TEXT[rule]
@@ -693,18 +1003,38 @@ def check_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | No
         _pixel,
     )
     where = "ShapesNet" if seed is None else "a model with ReLUs in nested blocks"
-    _ok(f"every ReLU of {where} replaced; its gradient equals attribution.backprop(rule={rule!r}).")
+    return (
+        f"every ReLU of {where} replaced; its gradient equals attribution.backprop(rule={rule!r})."
+    )
 
 
-def check_guided_hooks(fn: Callable, seed: int | None = None) -> None:
+check_relu_replacement = Check(
+    _run_relu_replacement,
+    _judge_relu_replacement,
+    library=[
+        "lecture_lib.rules.use_rule",
+        "lecture_lib.attribution.backprop",
+        "lecture_lib.attribution.deconvnet",
+        "lecture_lib.attribution.guided_backprop",
+    ],
+)
+
+
+def _run_guided_hooks(fn: Callable, seed: int | None = None) -> dict:
     """``fn(model, images, target)`` computes guided backprop with backward hooks on the model's
     ``nn.ReLU`` layers, removed afterwards; compared with ``attribution.guided_backprop``."""
-    model = load_shapes_net() if seed is None else _nested_model(seed)
+    model, images, target = _model_case(seed)
     fresh = copy.deepcopy(model)
-    images, labels = _shapes(seed or 0, 2)
-    target = _targets(labels, seed)
     got = fn(model, images.clone(), target.clone())
-    _check_untouched(model, fresh, "your guided_backprop_with_hooks")
+    return {
+        "got": observe(got),
+        "changes": _changes(model, fresh, "your guided_backprop_with_hooks"),
+    }
+
+
+def _judge_guided_hooks(observed, seed=None) -> str:
+    _untouched(observed)
+    model, images, target = _model_case(seed)
     mistakes = {
         f"the {RULE_NAMES[other]} rule": attribution.backprop(model, images, target, rule=other)
         for other in ("gradient", "deconvnet")
@@ -713,7 +1043,7 @@ def check_guided_hooks(fn: Callable, seed: int | None = None) -> None:
         model, images
     )
     _compare(
-        got,
+        observed["got"],
         attribution.guided_backprop(model, images, target),
         "guided backprop",
         "R^l = (f^l > 0) · (R^{l+1} > 0) · R^{l+1}. A ReLU's grad_input[0] is already "
@@ -721,4 +1051,15 @@ def check_guided_hooks(fn: Callable, seed: int | None = None) -> None:
         mistakes,
         _pixel,
     )
-    _ok("guided backprop with hooks matches attribution.guided_backprop; no hooks left.")
+    return "guided backprop with hooks matches attribution.guided_backprop; no hooks left."
+
+
+check_guided_hooks = Check(
+    _run_guided_hooks,
+    _judge_guided_hooks,
+    library=[
+        "lecture_lib.attribution.guided_backprop",
+        "lecture_lib.attribution.backprop",
+        "lecture_lib.rules.use_rule",
+    ],
+)

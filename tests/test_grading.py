@@ -1,21 +1,27 @@
-"""The homework grades itself: nbgrader's real commands on a temporary copy of the course.
+"""The homework grades itself, and no submission can fool or harm it: nbgrader's real commands
+on a temporary copy of the course.
 
 The copy holds nbgrader_config.py, solutions/ and exercises/. In it, generate_assignment
 rebuilds the student versions (which must equal the committed exercises/), simulated students
 hand in notebooks, and autograde, generate_feedback and export grade them as an instructor
-would. Every assignment is graded for its full solution and its untouched exercise; one
-assignment also for a wrong answer, a never-ending loop, an edited test cell and a duplicated
-solution cell.
+would. Every assignment is graded for its full solution and its untouched exercise. Assignment
+04 also meets the hostile students of ``HOSTILE``: each one tries one way to get points it has
+not earned, or to harm the grader, the gradebook or the other students, and each has its exact
+expected score. The submissions are executed two at a time (``c.SandboxedExecute.workers``).
 """
+
+from __future__ import annotations
 
 import copy
 import csv
 import hashlib
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nbformat
@@ -23,24 +29,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
-SCENARIOS = "04_deconvnet"  # the assignment that also meets the unusual students
-TIMEOUT = 15  # seconds per cell while grading; the never-ending loop costs this, twice
+SCENARIOS = "04_deconvnet"  # the assignment that also meets the hostile students
+TIMEOUT = 15  # seconds per cell while grading
+NEEDS_BWRAP = pytest.mark.skipif(
+    shutil.which("bwrap") is None,
+    reason="autograding runs submissions in a sandbox: install the Debian package bubblewrap",
+)
+pytestmark = NEEDS_BWRAP
+
+Q1, Q2, Q3 = "test_relu_backward_deconvnet", "test_deconv_relu", "test_with_relu_function"
+POINTS = {Q1: 2, Q2: 2, Q3: 3}
 
 
-def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+def nbgrader(course: Path, *args: str, check: bool = True, **env) -> subprocess.CompletedProcess:
     """Run ``python -m nbgrader ARGS`` in the course directory; fail with its log."""
     # One thread per kernel: on a busy 2-core machine PyTorch's default thread pool spins against
     # the other processes and the small model runs many times slower. Scores do not depend on it.
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    environment = dict(os.environ, OMP_NUM_THREADS="1", **env)
     result = subprocess.run(
         [sys.executable, "-m", "nbgrader", *args],
         cwd=course,
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stderr[-5000:]}"
+    if check:
+        assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stderr[-5000:]}"
     return result
 
 
@@ -57,55 +72,289 @@ def cell(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
     return found
 
 
-# --- the simulated students ---------------------------------------------------------------------
-
-
-def wrong_answer(nb):
-    """Question 1 answered with the gradient rule instead of DeconvNet's."""
-    answer = cell(nb, "relu_backward_deconvnet")
-    assert "grad_output > 0" in answer.source
-    answer.source = answer.source.replace("grad_output > 0", "forward_input > 0")
+def replace(nb, grade_id: str, old: str, new: str):
+    answer = cell(nb, grade_id)
+    assert old in answer.source, (grade_id, old)
+    answer.source = answer.source.replace(old, new)
     return nb
 
 
-def endless_loop(nb):
-    """Question 1's function never returns: its check cell (and the cell after it, which calls it
-    too) run until the timeout."""
-    answer = cell(nb, "relu_backward_deconvnet")
-    answer.source = (
+def insert_after(nb, grade_id: str, source: str):
+    nb.cells.insert(nb.cells.index(cell(nb, grade_id)) + 1, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+# --- the simulated students of assignment 04 ----------------------------------------------------
+# Each takes the full solution ``nb`` (or the released exercise ``ex``) and the course's path.
+
+WRONG_Q1 = ("grad_output > 0", "forward_input > 0")
+
+
+def wrong(nb, ex, course):
+    """Question 1 answered with the gradient rule instead of DeconvNet's."""
+    return replace(nb, "relu_backward_deconvnet", *WRONG_Q1)
+
+
+def loop(nb, ex, course):
+    """Question 1's function never returns; the interrupt stops it."""
+    cell(
+        nb, "relu_backward_deconvnet"
+    ).source = (
         "def relu_backward_deconvnet(forward_input, grad_output):\n    while True:\n        pass"
     )
     return nb
 
 
-def edited_test(nb):
-    """Question 2 answered wrongly, and its check cell edited to `pass` to hide it."""
-    answer = cell(nb, "deconv_relu")
-    assert "return grad_output.clamp(min=0)" in answer.source
-    answer.source = answer.source.replace("return grad_output.clamp(min=0)", "return grad_output")
-    cell(nb, "test_deconv_relu").source = "pass"
+def swallows_interrupt(nb, ex, course):
+    """Question 1's function ignores SIGINT and swallows KeyboardInterrupt in an endless loop."""
+    cell(nb, "relu_backward_deconvnet").source = (
+        "import signal, time\n"
+        "def relu_backward_deconvnet(forward_input, grad_output):\n"
+        "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "    while True:\n"
+        "        try:\n"
+        "            time.sleep(0.1)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+    )
     return nb
 
 
-def duplicated_cell(nb, exercise):
+def edited_test(nb, ex, course):
+    """Question 2 answered wrongly, and its check cell edited to `pass` to hide it."""
+    replace(nb, "deconv_relu", "return grad_output.clamp(min=0)", "return grad_output")
+    cell(nb, Q2).source = "pass"
+    return nb
+
+
+def duplicated(nb, ex, course):
     """Question 3's cell copied: the first copy left as released, the answer in the second."""
     index = nb.cells.index(cell(nb, "with_relu_function"))
-    stub = copy.deepcopy(cell(exercise, "with_relu_function"))
+    stub = copy.deepcopy(cell(ex, "with_relu_function"))
     stub.id = "copied-cell"
     nb.cells.insert(index, stub)
     return nb
 
 
-def students(assignment: str) -> dict:
-    """Each student's notebook, by student id."""
+def deleted_check(nb, ex, course):
+    """Question 2's check cell deleted (a correct answer): nbgrader puts it back and grades it."""
+    nb.cells.remove(cell(nb, Q2))
+    return nb
+
+
+def duplicated_check(nb, ex, course):
+    """Question 3's check cell copied to the top, before anything it needs is defined."""
+    copied = copy.deepcopy(cell(nb, Q3))
+    copied.id = "copied-check"
+    nb.cells.insert(1, copied)
+    return nb
+
+
+def role_change(nb, ex, course):
+    """Question 1 wrong, and its check cell's metadata turned into a student's written answer."""
+    wrong(nb, ex, course)
+    cell(nb, Q1).metadata.nbgrader.update(solution=True, locked=False)
+    return nb
+
+
+def reads_solution(nb, ex, course):
+    """Every answer taken from the instructor's solutions on disk (and a look around: the
+    gradebook, the instructor's home, the network)."""
+    for grade_id in ("relu_backward_deconvnet", "deconv_relu", "with_relu_function"):
+        cell(nb, grade_id).source = "# answered at the top"
+    return insert_after(
+        nb,
+        "setup",
+        "import glob, json, os, urllib.request\n"
+        f"COURSE = {str(course)!r}\n"
+        "seen = {p: os.path.exists(p) for p in [COURSE, COURSE + '/grading/gradebook.db', "
+        "COURSE + '/solutions', '/etc/shadow', '/etc/passwd']}\n"
+        "print('seen:', seen)\n"
+        f"try:\n    urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('LEAK_PORT', "
+        f"'{{port}}') + '/leak', timeout=3)\nexcept Exception as error:\n    print('network:', error)\n"
+        "for path in glob.glob(COURSE + '/solutions/*/*.ipynb') + glob.glob('../../../../solutions/*/*.ipynb'):\n"
+        "    if path.endswith('04_deconvnet.ipynb'):\n"
+        "        for c in json.load(open(path))['cells']:\n"
+        "            text = ''.join(c['source'])\n"
+        "            if c['cell_type'] == 'code' and 'BEGIN SOLUTION' in text:\n"
+        "                exec(text, globals())\n",
+    )
+
+
+def patches(nb, ex, course):
+    """Nothing answered; everything in the kernel that could decide a grade patched to pass."""
+    nb = copy.deepcopy(ex)
+    return insert_after(
+        nb,
+        "setup",
+        "import numpy, torch, IPython\n"
+        "import lecture_lib.checks as C, lecture_lib.grading.collect as G\n"
+        "for name in dir(C):\n"
+        "    if name.startswith('check_'):\n"
+        "        setattr(C, name, lambda *a, **k: print('✓ passed'))\n"
+        "C._compare = lambda *a, **k: None\n"
+        "numpy.allclose = numpy.array_equal = lambda *a, **k: True\n"
+        "torch.equal = torch.allclose = lambda *a, **k: True\n"
+        "G.observe_call = lambda *a: {'observed': {}, 'library_calls': []}\n"
+        "G.send_observations = lambda calls: 3.0  # an execute_result nbgrader would take as points\n"
+        "IPython.get_ipython().events.register('post_run_cell', lambda *a: print('✓ all passed'))\n",
+    )
+
+
+def writes_everything(nb, ex, course):
+    """Full answers, and an attempt to write the gradebook, the solutions, another student's
+    submission and the course's configuration, and to leave processes running."""
+    targets = [
+        course / "grading" / "gradebook.db",
+        notebook_path(course / "solutions", SCENARIOS),
+        notebook_path(course / "grading" / "submitted" / "wrong", SCENARIOS),
+        course / "nbgrader_config.py",
+    ]
+    return insert_after(
+        nb,
+        "setup",
+        "import sqlite3, subprocess\n"
+        f"for path in {[str(t) for t in targets]!r}:\n"
+        "    try:\n"
+        "        if path.endswith('.db'):\n"
+        "            db = sqlite3.connect('file:' + path + '?mode=rw', uri=True)\n"
+        "            db.execute(\"UPDATE source_cells SET source = 'pass'\")\n"
+        "            db.commit()\n"
+        "        else:\n"
+        "            open(path, 'w').write('{}')\n"
+        "        print('WROTE', path)\n"
+        "    except Exception as error:\n"
+        "        print('refused:', type(error).__name__)\n"
+        "for _ in range(5):\n"
+        "    subprocess.Popen(['sleep', '987654'])\n",
+    )
+
+
+def warns(nb, ex, course):
+    """Correct answers whose code writes a warning and a line to stderr."""
+    return replace(
+        nb,
+        "relu_backward_deconvnet",
+        "return np.where",
+        "import sys, warnings\n"
+        "    warnings.warn('a warning from the student code')\n"
+        "    print('a line on stderr', file=sys.stderr)\n"
+        "    return np.where",
+    )
+
+
+def exits(nb, ex, course):
+    """Question 2's backward pass ends the kernel process (os._exit) when the check calls it."""
+    return replace(
+        nb, "deconv_relu", "return grad_output.clamp(min=0)", "import os\n        os._exit(0)"
+    )
+
+
+def killed(nb, ex, course):
+    """Question 1's cell defines the answer and then kills its own kernel."""
+    answer = cell(nb, "relu_backward_deconvnet")
+    answer.source += "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    return nb
+
+
+def memory(nb, ex, course):
+    """Question 2's backward pass asks for 8 GiB, more than a submission may use."""
+    return replace(
+        nb,
+        "deconv_relu",
+        "return grad_output.clamp(min=0)",
+        "hog = bytearray(8 * 2**30)\n        return grad_output.clamp(min=0)",
+    )
+
+
+def floods(nb, ex, course):
+    """A 50 MB line of output, a large HTML output with a script, and a script in a written
+    answer (which the instructor opens in the Formgrader)."""
+    cell(nb, "deconvnet_written").source += "\n<script>alert(2)</script>\n"
+    return insert_after(
+        nb,
+        "setup",
+        "from IPython.display import display\n"
+        "print('x' * 50_000_000)\n"
+        "display({'text/html': '<script>alert(1)</script>' * 200_000}, raw=True)\n",
+    )
+
+
+def library_answer(nb, ex, course):
+    """Question 1 answered by calling the library's own answer."""
+    cell(nb, "relu_backward_deconvnet").source = (
+        "from lecture_lib import rules as R\n\n"
+        "def relu_backward_deconvnet(forward_input, grad_output):\n"
+        '    return R.relu_backward(forward_input, grad_output, "deconvnet")\n'
+    )
+    return nb
+
+
+def hardcoded(nb, ex, course):
+    """Question 1 answered with the slide's table: the visible check passes, the hidden one not."""
+    cell(nb, "relu_backward_deconvnet").source = (
+        "def relu_backward_deconvnet(forward_input, grad_output):\n"
+        "    return np.array([[0, 3, 0], [6, 0, 1], [2, 0, 3]])\n"
+    )
+    return nb
+
+
+HOSTILE = {
+    # student: (how, the questions it loses)
+    "wrong": (wrong, [Q1]),
+    "loop": (loop, [Q1]),
+    "swallows_interrupt": (swallows_interrupt, [Q1]),
+    "edited": (edited_test, [Q2]),
+    "duplicated": (duplicated, []),
+    "deleted_check": (deleted_check, []),
+    "duplicated_check": (duplicated_check, []),
+    "role_change": (role_change, [Q1]),
+    "reads_solution": (reads_solution, [Q1, Q2, Q3]),
+    "patches": (patches, [Q1, Q2, Q3]),
+    "writes_everything": (writes_everything, []),
+    "warns": (warns, []),
+    "exits": (exits, [Q2]),
+    "killed": (killed, [Q1]),
+    "memory": (memory, [Q2]),
+    "floods": (floods, []),
+    "library_answer": (library_answer, [Q1]),
+    "hardcoded": (hardcoded, [Q1]),
+}
+
+BROKEN = {  # submissions that are not a notebook of this assignment: zero, with a note
+    "not_json": lambda solution: nbformat.writes(solution)[:5000],
+    "no_cells": lambda solution: nbformat.writes(nbformat.v4.new_notebook()),
+    "other_assignment": lambda solution: nbformat.writes(
+        read(notebook_path(ROOT / "solutions", "03_saliency"))
+    ),
+    "binary": lambda solution: bytes(range(256)) * 100,
+}
+
+
+def library_integrated_gradients(nb):
+    """Assignment 02: integrated gradients by calling attribution.integrated_gradients."""
+    cell(nb, "integrated_gradients").source = (
+        "def integrated_gradients(model, x, baseline, steps):\n"
+        "    return attribution.integrated_gradients(model, x, 0, baseline=baseline, steps=steps)\n"
+    )
+    return nb
+
+
+def students(assignment: str, course: Path, port: int) -> dict:
+    """Each student's submission (a notebook, or raw text/bytes), by student id."""
     solution = read(notebook_path(ROOT / "solutions", assignment))
     exercise = read(notebook_path(ROOT / "exercises", assignment))
     handed_in = {"full": solution, "untouched": exercise}
+    if assignment == "02_saturation":
+        handed_in["library_answer"] = library_integrated_gradients(copy.deepcopy(solution))
     if assignment == SCENARIOS:
-        handed_in["wrong"] = wrong_answer(copy.deepcopy(solution))
-        handed_in["loop"] = endless_loop(copy.deepcopy(solution))
-        handed_in["edited"] = edited_test(copy.deepcopy(solution))
-        handed_in["duplicated"] = duplicated_cell(copy.deepcopy(solution), exercise)
+        for student, (how, _) in HOSTILE.items():
+            nb = how(copy.deepcopy(solution), copy.deepcopy(exercise), course)
+            for c in nb.cells:
+                c.source = c.source.replace("{port}", str(port))
+            handed_in[student] = nb
+        for student, make in BROKEN.items():
+            handed_in[student] = make(solution)
     return handed_in
 
 
@@ -115,6 +364,20 @@ def file_hashes(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+class Listener(http.server.BaseHTTPRequestHandler):
+    """Records every request: no submission may reach the network."""
+
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        Listener.requests.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
 
 
 # --- the course, generated and graded once for all tests --------------------------------------
@@ -132,21 +395,37 @@ def course(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def graded(course) -> dict:
-    """Hand in every student's notebook, autograde all, generate feedback and export grades."""
-    for assignment in ASSIGNMENTS:
-        for student, nb in students(assignment).items():
-            path = notebook_path(course / "grading" / "submitted" / student, assignment)
-            path.parent.mkdir(parents=True)
-            nbformat.write(nb, path)
+    """Hand in every submission, autograde all, generate feedback and export grades."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     submitted = course / "grading" / "submitted"
-    before = file_hashes(submitted)
-    nbgrader(
+    for assignment in ASSIGNMENTS:
+        for student, nb in students(assignment, course, server.server_address[1]).items():
+            path = notebook_path(submitted / student, assignment)
+            path.parent.mkdir(parents=True)
+            if isinstance(nb, bytes):
+                path.write_bytes(nb)
+            else:
+                path.write_text(nb if isinstance(nb, str) else nbformat.writes(nb))
+    protected = ("solutions", "exercises", "grading/submitted")
+    before = {folder: file_hashes(course / folder) for folder in protected}
+    config_before = (course / "nbgrader_config.py").read_bytes()
+    result = nbgrader(
         course, "autograde", "*", "--create", "--force", f"--ExecutePreprocessor.timeout={TIMEOUT}"
     )
-    after = file_hashes(submitted)
+    server.shutdown()
+    after = {folder: file_hashes(course / folder) for folder in protected}
     nbgrader(course, "generate_feedback", SCENARIOS, "--force")
     nbgrader(course, "export", "--to", str(course / "grades.csv"))
-    return {"before": before, "after": after, "scores": gradebook_scores(course)}
+    return {
+        "before": before,
+        "after": after,
+        "config_unchanged": config_before == (course / "nbgrader_config.py").read_bytes(),
+        "scores": gradebook_scores(course),
+        "log": result.stdout + result.stderr,
+        "requests": list(Listener.requests),
+        "leftover": subprocess.run(["pgrep", "-f", "sleep 987654"], capture_output=True).stdout,
+    }
 
 
 def gradebook_scores(course: Path) -> dict:
@@ -169,6 +448,11 @@ def gradebook_scores(course: Path) -> dict:
 def auto_graded(scores: dict) -> dict:
     """The autograded cells' scores (written answers, graded by hand, left out)."""
     return {name: s for name, s in scores.items() if not name.endswith("_written")}
+
+
+def feedback(course: Path, student: str) -> str:
+    path = notebook_path(course / "grading" / "feedback" / student, SCENARIOS).with_suffix(".html")
+    return path.read_text()
 
 
 # --- the student versions ---------------------------------------------------------------------
@@ -220,13 +504,16 @@ def test_exercises_hold_no_solution_no_hidden_test_no_output(assignment):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_assignment_has_graded_checks_and_a_written_answer(assignment):
+    from lecture_lib.grading.verdict import parse_check_cell
+
     solution = read(notebook_path(ROOT / "solutions", assignment))
     graded = [c for c in solution.cells if c.metadata.get("nbgrader", {}).get("grade")]
     tests = [c for c in graded if c.cell_type == "code"]
     written = [c for c in graded if c.cell_type == "markdown"]
     assert len(tests) >= 2 and len(written) >= 1
     assert all(c.metadata.nbgrader.get("solution") for c in written)
-    assert all("checks.check_" in c.source for c in tests)
+    for test in tests:
+        assert parse_check_cell(test.source), test.source  # only calls of checks, readable
     hidden = [c for c in tests if "### BEGIN HIDDEN TESTS" in c.source]
     assert len(hidden) >= len(tests) - 1  # only a by-hand answer has no fresh random case
 
@@ -249,48 +536,101 @@ def test_untouched_exercise_gets_zero(graded, assignment):
     assert sum(auto or 0 for auto, _, _ in scores.values()) == 0, scores
 
 
-def lost_points(graded, student: str) -> dict:
+def lost_points(graded, student: str, assignment: str = SCENARIOS) -> dict:
     """The cells where ``student`` scored less than the full solution, with the points lost."""
-    full = graded["scores"][SCENARIOS, "full"]
-    theirs = graded["scores"][SCENARIOS, student]
+    full = graded["scores"][assignment, "full"]
+    theirs = graded["scores"][assignment, student]
     assert theirs.keys() == full.keys()
     return {
-        name: full[name][0] - theirs[name][0]
+        name: full[name][0] - (theirs[name][0] or 0)
         for name in auto_graded(full)
         if theirs[name][0] != full[name][0]
     }
 
 
-def test_a_wrong_answer_loses_that_questions_points_only(graded):
-    assert lost_points(graded, "wrong") == {"test_relu_backward_deconvnet": 2}
+@pytest.mark.parametrize("student", sorted(HOSTILE))
+def test_each_hostile_student_gets_exactly_its_points(graded, student):
+    expected = {question: POINTS[question] for question in HOSTILE[student][1]}
+    assert lost_points(graded, student) == expected, HOSTILE[student][0].__doc__
 
 
-def test_an_endless_loop_is_stopped_and_the_other_questions_count(graded):
-    assert lost_points(graded, "loop") == {"test_relu_backward_deconvnet": 2}
+@pytest.mark.parametrize("student", sorted(BROKEN))
+def test_a_submission_that_is_no_notebook_of_the_assignment_scores_zero_and_says_why(
+    graded, course, student
+):
+    scores = graded["scores"][SCENARIOS, student]
+    assert sum(auto or 0 for auto, _, _ in scores.values()) == 0
+    assert "Grading note" in feedback(course, student)
+    assert student_mentioned(graded["log"], student)
+
+
+def student_mentioned(log: str, student: str) -> bool:
+    return any(student in line and "ERROR" in line for line in log.splitlines())
+
+
+def test_the_other_assignment_is_named_in_the_note(course):
+    assert "03_saliency" in feedback(course, "other_assignment")
+
+
+def test_an_answer_that_calls_the_library_earns_nothing_and_is_told_why(graded, course):
+    assert lost_points(graded, "library_answer", "02_saturation") == {
+        "test_integrated_gradients": 3
+    }
+    assert "the library's own answer" in feedback(course, "library_answer")
+
+
+def test_nothing_a_submission_does_changes_the_course_or_other_submissions(graded):
+    assert graded["before"] == graded["after"]
+    assert graded["config_unchanged"]
+    submissions = len(graded["before"]["grading/submitted"])
+    assert submissions == 2 * len(ASSIGNMENTS) + 1 + len(HOSTILE) + len(BROKEN)
+
+
+def test_no_submission_reaches_the_network_or_leaves_a_process(graded):
+    assert graded["requests"] == []
+    assert graded["leftover"] == b""
+
+
+def test_the_sandbox_hid_the_course_from_the_student(course):
+    graded_nb = read(notebook_path(course / "grading" / "autograded" / "reads_solution", SCENARIOS))
+    printed = "".join(
+        o.get("text", "") for c in graded_nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "seen:" in printed and "True" not in printed.split("seen:")[1].split("\n")[0]
+    writes = read(notebook_path(course / "grading" / "autograded" / "writes_everything", SCENARIOS))
+    assert "WROTE" not in nbformat.writes(writes)
 
 
 def test_an_edited_test_cell_is_restored_and_fails(graded, course):
-    assert lost_points(graded, "edited") == {"test_deconv_relu": 2}
     autograded = read(notebook_path(course / "grading" / "autograded" / "edited", SCENARIOS))
-    original = cell(read(notebook_path(ROOT / "solutions", SCENARIOS)), "test_deconv_relu")
-    assert cell(autograded, "test_deconv_relu").source == original.source
+    original = cell(read(notebook_path(ROOT / "solutions", SCENARIOS)), Q2)
+    assert cell(autograded, Q2).source == original.source
 
 
-def test_a_duplicated_solution_cell_still_grades(graded):
-    assert lost_points(graded, "duplicated") == {}
+def test_a_dead_kernel_is_explained_in_the_feedback(course):
+    for student in ("exits", "killed", "memory"):
+        assert "Grading went on in a fresh kernel" in feedback(course, student), student
+    assert "did not stop when interrupted" in feedback(course, "swallows_interrupt")
 
 
-def test_submitted_files_are_unchanged_by_grading(graded):
-    assert graded["before"] == graded["after"]
-    assert len(graded["before"]) == 2 * len(ASSIGNMENTS) + 4
+def test_outputs_are_capped_and_keep_no_html(course):
+    path = notebook_path(course / "grading" / "autograded" / "floods", SCENARIOS)
+    assert path.stat().st_size < 3 * 2**20
+    assert "[output cut:" in path.read_text()
+    page = feedback(course, "floods")
+    assert len(page) < 5 * 2**20 and "<script>alert(1)" not in page
+    assert "<script>alert(2)" not in page
+
+
+def test_hidden_cases_are_drawn_at_grading_time(course):
+    """The hidden checks do not run on the seeds written in the solution."""
+    autograded = read(notebook_path(course / "grading" / "autograded" / "full", SCENARIOS))
+    assert "random arrays" in "".join(o.get("text", "") for o in cell(autograded, Q1).outputs)
 
 
 def test_feedback_shows_the_checks_message(graded, course):
-    feedback = course / "grading" / "feedback"
-    wrong = notebook_path(feedback / "wrong", SCENARIOS).with_suffix(".html").read_text()
-    assert "exactly what the gradient rule gives" in wrong
-    full = notebook_path(feedback / "full", SCENARIOS).with_suffix(".html").read_text()
-    assert "exactly what the gradient rule gives" not in full
+    assert "exactly what the gradient rule gives" in feedback(course, "wrong")
+    assert "exactly what the gradient rule gives" not in feedback(course, "full")
 
 
 def test_exported_grades_list_every_submission(graded, course):
@@ -303,3 +643,18 @@ def test_exported_grades_list_every_submission(graded, course):
         )
         assert float(rows[assignment, "full"]["raw_score"]) == auto_points
         assert float(rows[assignment, "untouched"]["raw_score"]) == 0
+
+
+def test_library_answers_can_be_allowed(graded, course):
+    nbgrader(
+        course,
+        "autograde",
+        SCENARIOS,
+        "--student=library_answer",
+        "--force",
+        "--SandboxedExecute.allow_library_answers=True",
+    )
+    assert (
+        lost_points({"scores": {**graded["scores"], **gradebook_scores(course)}}, "library_answer")
+        == {}
+    )
