@@ -17,6 +17,7 @@ responds most, with their DeconvNet projections (Zeiler & Fergus 2014).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -279,12 +280,12 @@ class TopPatches:
 def top_patches(
     model: nn.Module,
     layer: str,
-    channel: int,
+    channel: int | Sequence[int],
     images: torch.Tensor,
     k: int = 9,
     batch_size: int = 256,
     progress: bool | None = None,
-) -> TopPatches:
+) -> TopPatches | list[TopPatches]:
     """What does one channel respond to, over a whole data set? (Zeiler & Fergus 2014, fig. 2)
 
     For every image, the channel's strongest unit (its maximum over positions); the ``k``
@@ -295,10 +296,16 @@ def top_patches(
     per image, so the k patches show k different images.
 
     Where one explains one image, this is a *global* view: the patches answer "what does this
-    channel look for?" from the data, without optimisation.
+    channel look for?" from the data, without optimisation. ``channel`` may be a list: then
+    the data set runs through the model once and the result is one ``TopPatches`` per channel.
     """
     method = "top_patches"
     get_layer(model, layer, method)
+    many = isinstance(channel, (list, tuple))
+    wanted = list(channel) if many else [channel]
+    for c in wanted:
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise TypeError(f"{method}: channel must be an int or a list of ints, got {c!r}.")
     batch, single = prepare(model, images, method)
     if batch.ndim != 4 or single:
         raise ValueError(
@@ -321,19 +328,27 @@ def top_patches(
                 f"{method}: the layer {layer!r} gives outputs of shape {tuple(maps.shape)}, no "
                 f"spatial maps to crop. Layers with spatial maps: {valid}."
             )
-        if isinstance(channel, bool) or not isinstance(channel, int):
-            raise TypeError(f"{method}: channel must be an int, got {channel!r}.")
-        if not 0 <= channel < maps.shape[1]:
+        bad = [c for c in wanted if not 0 <= c < maps.shape[1]]
+        if bad:
             raise ValueError(
                 f"{method}: layer {layer!r} has {maps.shape[1]} channels, so channel must lie in "
-                f"0..{maps.shape[1] - 1}; got channel={channel}."
+                f"0..{maps.shape[1] - 1}; got channel={bad[0]}."
             )
-        values, flat = maps[:, channel].flatten(1).max(dim=1)
+        values, flat = maps[:, wanted].flatten(2).max(dim=2)  # [n, channels]
         strongest.append(values)
-        where.append(torch.stack([flat // maps.shape[-1], flat % maps.shape[-1]], dim=1))
+        where.append(torch.stack([flat // maps.shape[-1], flat % maps.shape[-1]], dim=2))
     strongest, where = torch.cat(strongest), torch.cat(where)
-    order = strongest.argsort(descending=True, stable=True)[:k]
     field = receptive_field(model, layer, batch[:1])
+    results = [
+        _patches(model, layer, c, batch, strongest[:, j], where[:, j], k, field)
+        for j, c in enumerate(wanted)
+    ]
+    return results if many else results[0]
+
+
+def _patches(model, layer, channel, batch, strongest, where, k, field) -> TopPatches:
+    """One channel's ``TopPatches`` from each image's strongest value and its position."""
+    order = strongest.argsort(descending=True, stable=True)[:k]
     chosen = batch[order]
     projections = deconvnet(model, chosen, target=Neuron(layer, channel))
     boxes = torch.tensor([field.box(int(r), int(c)) for r, c in where[order]])

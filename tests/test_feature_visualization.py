@@ -262,6 +262,17 @@ def test_patches_are_the_receptive_field_crops_and_hold_the_projection(
         assert result.projections[i].abs().sum() > 0
 
 
+def test_a_list_of_channels_gives_each_channels_patches(shapes_net, shapes_batch, patches_result):
+    both = activations.top_patches(shapes_net, "conv3", [5, 9], shapes_batch[0], k=4, batch_size=3)
+    alone = activations.top_patches(shapes_net, "conv3", 9, shapes_batch[0], k=4)
+    for got, expected in ((both[0], patches_result), (both[1], alone)):
+        assert got.channel == expected.channel
+        assert torch.equal(got.indices, expected.indices)
+        assert torch.equal(got.positions, expected.positions)
+        assert torch.equal(got.patches, expected.patches)
+        torch.testing.assert_close(got.projections, expected.projections)
+
+
 def test_top_patches_errors(shapes_net, shapes_batch):
     images = shapes_batch[0]
     with pytest.raises(ValueError, match=r"'fc1'.*no spatial maps.*spatial maps: conv1"):
@@ -270,6 +281,10 @@ def test_top_patches_errors(shapes_net, shapes_batch):
         activations.top_patches(shapes_net, "conv7", 0, images, k=3)
     with pytest.raises(ValueError, match=r"64 channels.*0..63.*channel=64"):
         activations.top_patches(shapes_net, "conv3", 64, images, k=3)
+    with pytest.raises(ValueError, match=r"channel=70"):
+        activations.top_patches(shapes_net, "conv3", [1, 70], images, k=3)
+    with pytest.raises(TypeError, match=r"channel must be an int or a list of ints"):
+        activations.top_patches(shapes_net, "conv3", 1.0, images, k=3)
     with pytest.raises(ValueError, match=r"k must be an int in 1..8"):
         activations.top_patches(shapes_net, "conv3", 0, images, k=9)
     with pytest.raises(ValueError, match=r"data set \[N, C, H, W\]"):
