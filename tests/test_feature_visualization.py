@@ -3,12 +3,13 @@
 import copy
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from lecture_lib import activations, attribution, checks, class_model, plot
+from lecture_lib import activations, attribution, checks, class_model, fooling, plot
 from lecture_lib.class_model import feature_visualization
 from lecture_lib.targets import Neuron, score
 
@@ -303,8 +304,13 @@ def test_top_patches_leave_the_model_as_it_came(shapes_net, shapes_batch):
 
 
 def test_plot_top_patches_and_fooling_images(shapes_net, patches_result, shapes_batch):
-    from lecture_lib import fooling
+    try:
+        _check_the_pictures(shapes_net, patches_result, shapes_batch)
+    finally:
+        plt.close("all")
 
+
+def _check_the_pictures(shapes_net, patches_result, shapes_batch):
     fig = plot.top_patches(patches_result, ncols=2, title="conv3, channel 5")
     assert len([ax for ax in fig.axes if ax.images]) == 8
     x = shapes_batch[0][:2]
