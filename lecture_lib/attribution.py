@@ -218,3 +218,253 @@ def deeplift(
         target = target_indices(target, logits, "deeplift")
     attributions = multipliers * (batch - reference)
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
+
+
+# --- beyond the lecture: class-discriminative maps (Grad-CAM) and SmoothGrad -------------------
+
+from .targets import get_layer, layer_names  # noqa: E402
+
+
+def grad_cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    layer: str | None = None,
+    upsample: bool = True,
+    elementwise: bool = False,
+) -> torch.Tensor:
+    r"""Grad-CAM (Selvaraju et al. 2017): the feature maps :math:`A^k` of a layer, weighted by
+    their spatially averaged gradients, through a ReLU, ``[N, H, W]``:
+
+    .. math:: \alpha^c_k = \frac{1}{Z} \sum_{i,j} \frac{\partial S_c}{\partial A^k_{ij}},
+              \qquad L^c_{\text{Grad-CAM}} = \operatorname{ReLU}\Big(\sum_k \alpha^c_k A^k\Big)
+
+    The map has the layer's resolution (8 x 8 for ShapesNet's ``conv4``) and is upsampled
+    bilinearly to the input size (``upsample=False`` keeps it as it is, ``[N, h, w]``). Unlike
+    the maps of the gradient family it changes with the class: the weights :math:`\alpha^c_k`
+    ask which channels speak *for class c*.
+
+    Averaging the gradient over positions is exact when the network averages its last maps
+    over positions (global average pooling, the CAM networks of Zhou et al. 2016). A head that
+    flattens the maps into a linear layer, as ShapesNet's does, weighs each position on its own;
+    ``elementwise=True`` then keeps the gradient at each position,
+    :math:`\operatorname{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)` (HiResCAM,
+    Draelos & Carin 2020).
+
+    Args:
+        layer: the layer's name as in ``activations.feature_maps`` (``"conv4"``,
+            ``"features.28"``); it must give spatial maps ``[N, K, h, w]``. Default: the last
+            ``nn.Conv2d`` of ``model.named_modules()`` (ShapesNet: ``conv4``). A layer that
+            runs more than once in a forward pass explains its last call.
+        upsample: resize the map to the input's height and width (bilinear).
+        elementwise: weight each position by its own gradient instead of the average.
+    """
+    method = "grad_cam"
+    batch, single = prepare(model, inputs, method)
+    _check_images(batch, inputs, method)
+    cam = _grad_cam(model, batch, target, layer, upsample, elementwise, method)
+    return finish(cam, inputs, single)
+
+
+def guided_grad_cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    layer: str | None = None,
+    elementwise: bool = False,
+) -> torch.Tensor:
+    r"""Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the upsampled
+    Grad-CAM, :math:`R_{\text{guided}} \odot L^c_{\text{Grad-CAM}}`, the shape of ``inputs``.
+
+    Guided backprop draws fine detail but hardly depends on the class; Grad-CAM is coarse but
+    class-discriminative. Their product keeps the detail where the class is. ``target=None``
+    is resolved once (the predicted class), so both factors explain the same class.
+    ``layer`` and ``elementwise`` are ``grad_cam``'s.
+    """
+    method = "guided_grad_cam"
+    batch, single = prepare(model, inputs, method)
+    _check_images(batch, inputs, method)
+    with explaining(model):
+        _, target = fix_target(model, batch, target, method)
+    cam = _grad_cam(model, batch, target, layer, True, elementwise, method)
+    guided = _backward(model, batch, target, method, rule="guided")
+    return finish(guided * cam[:, None], inputs, single)
+
+
+def _grad_cam(model, batch, target, layer, upsample, elementwise, method) -> torch.Tensor:
+    maps, grads = _maps_and_gradients(model, batch.clone(), target, layer, method)
+    weights = grads if elementwise else grads.mean(dim=(2, 3), keepdim=True)  # alpha_k^c
+    cam = (weights * maps).sum(dim=1).clamp(min=0)
+    return _upsample(cam, batch.shape[-2:]) if upsample else cam
+
+
+def _check_images(batch: torch.Tensor, inputs: torch.Tensor, method: str) -> None:
+    if batch.ndim != 4:
+        raise ValueError(
+            f"{method}: expects images [N, C, H, W] or [C, H, W], got shape {tuple(inputs.shape)}."
+        )
+
+
+def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """``[N, h, w]`` maps resized bilinearly to ``size`` (H, W)."""
+    return nn.functional.interpolate(
+        maps[:, None], size=tuple(size), mode="bilinear", align_corners=False
+    )[:, 0]
+
+
+def _last_conv(model: nn.Module, method: str) -> str:
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not names:
+        raise ValueError(
+            f"{method}: the model has no nn.Conv2d, so there is no default layer; name a layer "
+            f"with spatial maps, layer=... Valid layers: {', '.join(layer_names(model))}."
+        )
+    return names[-1]
+
+
+def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
+    """The layers whose output on ``inputs`` is a stack of maps ``[N, K, h, w]`` (forward order)."""
+    found: list[str] = []
+
+    def record(name: str):
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                found.append(name)
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(record(name)) for name, module in model.named_modules() if name
+    ]
+    try:
+        with explaining(model), torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(found))
+
+
+def _maps_and_gradients(model, batch, target, layer, method):
+    r"""The layer's output :math:`A` ``[N, K, h, w]`` and :math:`\partial f / \partial A`, from
+    one forward and one backward pass that stops at the layer."""
+    name = _last_conv(model, method) if layer is None else layer
+    module = get_layer(model, name, method)
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            return None
+        captured.append(output)
+        # the rest of the model works on a copy: an in-place ReLU after the layer would
+        # otherwise overwrite A with ReLU(A)
+        return output.clone()
+
+    handle = module.register_forward_hook(keep)
+    try:
+        with explaining(model):
+            f, _ = score(model, batch.requires_grad_(True), target, method)
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError(
+            f"{method}: the layer {name!r} did not run in the forward pass (or gave no tensor), "
+            "so it has no maps to weight."
+        )
+    maps = captured[-1]
+    if maps.ndim != 4:
+        valid = ", ".join(spatial_layers(model, batch.detach()))
+        raise ValueError(
+            f"{method}: the layer {name!r} gives outputs of shape {tuple(maps.shape)}, no spatial "
+            f"maps [N, K, h, w] to weight. Layers with spatial maps: {valid}."
+        )
+    (grads,) = torch.autograd.grad(f.sum(), maps, allow_unused=True)
+    if grads is None:
+        raise ValueError(
+            f"{method}: the explained quantity does not depend on layer {name!r}; for a Neuron "
+            "target, choose a layer below the neuron's layer."
+        )
+    return maps.detach(), grads
+
+
+def smoothgrad(
+    method,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    samples: int = 50,
+    noise: float = 0.15,
+    seed: int = 0,
+    squared: bool = False,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    r"""SmoothGrad (Smilkov et al. 2017): the average of a method's maps over noisy copies,
+
+    .. math:: \hat M(x) = \frac{1}{n} \sum_{k=1}^{n} M(x + \varepsilon_k), \qquad
+              \varepsilon_k \sim \mathcal N(0, \sigma^2), \quad
+              \sigma = \text{noise} \cdot (\max x - \min x)
+
+    and with ``squared=True`` the average of :math:`M(x + \varepsilon_k)^2` (SmoothGrad-Squared,
+    Hooker et al. 2019). :math:`\sigma` is a fraction of each example's own value range
+    (Smilkov et al. find 10-20 % best). The noise is drawn sample after sample, each
+    :math:`\varepsilon_k` of the shape of the batch, from a generator seeded with ``seed``: the
+    same seed gives the same result, whatever ``batch_size``, and the global random state is
+    not used.
+
+    Args:
+        method: any attribution function ``method(model, inputs, target)`` of the library
+            (``gradient``, ``saliency``, ``guided_backprop``, ``grad_cam``, ...; options with
+            ``functools.partial`` or a lambda).
+        target: ``None`` is the class predicted on the clean input, kept for every noisy copy;
+            an int, one int per example, or a ``Neuron``.
+        samples: n, the number of noisy copies (>= 1).
+        noise: :math:`\sigma` as a fraction of the input's range (>= 0; 0 gives the method).
+        batch_size: up to this many noisy examples go through ``method`` at once.
+        progress: show a progress bar (default: when there are more than 20 batches).
+
+    Returns:
+        The averaged map, of the shape that ``method`` returns for ``inputs``.
+    """
+    name = "smoothgrad"
+    if not callable(method):
+        raise TypeError(
+            f"{name}: method must be an attribution function method(model, inputs, target), "
+            f"e.g. attribution.gradient; got {type(method).__name__}."
+        )
+    for value, label in ((samples, "samples"), (batch_size, "batch_size"), (seed, "seed")):
+        low = 0 if label == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: {label} must be an int >= {low}, got {label}={value!r}.")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(
+            f"{name}: noise is the noise's standard deviation as a fraction of the input range, "
+            f"a number >= 0 (0.1-0.2 is typical); got noise={noise!r}."
+        )
+    batch, single = prepare(model, inputs, name)
+    with explaining(model):
+        _, target = fix_target(model, batch, target, name)
+    n = batch.shape[0]
+    spread = batch.flatten(1).amax(dim=1) - batch.flatten(1).amin(dim=1)
+    sigma = (noise * spread).view(n, *[1] * (batch.ndim - 1))
+    generator = torch.Generator().manual_seed(seed)
+    per_call = max(1, batch_size // n)
+    chunks = [range(k, min(k + per_call, samples)) for k in range(0, samples, per_call)]
+    show = progress if progress is not None else len(chunks) > 20
+    total = None
+    for chunk in tqdm(chunks, desc=name, disable=not show, leave=False):
+        draws = [torch.randn(batch.shape, generator=generator) for _ in chunk]
+        noisy = torch.cat([batch + sigma * d.to(batch.device) for d in draws])
+        repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
+        maps = method(model, noisy, repeated)
+        if not isinstance(maps, torch.Tensor) or maps.ndim == 0 or maps.shape[0] != len(noisy):
+            shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+            raise ValueError(
+                f"{name}: the method must return one map per example, a tensor [N, ...]; on "
+                f"{len(noisy)} noisy examples it returned {shape}."
+            )
+        maps = maps.detach().to(batch.device)
+        maps = maps.square() if squared else maps
+        part = maps.view(len(chunk), n, *maps.shape[1:]).sum(dim=0)
+        total = part if total is None else total + part
+    return finish(total / samples, inputs, single)

@@ -23,6 +23,10 @@ as its class with probability above 0.99 (tests/test_class_model.py). That neede
 whose class scores stay specific to their class: trained without weight decay and label
 smoothing, the ascent for *square* raised :math:`S_{circle}` faster than :math:`S_{square}`
 and ended on a circle (see ``train``).
+
+``feature_visualization`` asks the same question of one channel or one neuron inside the
+network (Olah et al. 2017), with random transformations and a Fourier parameterization that
+keep the image readable; ``activations.top_patches`` answers it from data instead.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import gaussian_blur
-from .targets import Neuron, explaining, model_device, score, target_indices
+from .targets import Neuron, explaining, get_layer, model_device, score, target_indices
 
 OBJECTIVES: tuple[str, ...] = ("score", "softmax", "log_softmax")
 
@@ -224,3 +228,232 @@ def _roll(image: torch.Tensor, jitter: int, generator: torch.Generator) -> torch
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """A Gaussian blur of standard deviation ``sigma`` pixels (``data.gaussian_blur``)."""
     return gaussian_blur(image[None], sigma)[0] if sigma > 0 else image
+
+
+# --- feature visualization: what does one channel or neuron respond to? ----------------------
+#
+# Olah, Mordvintsev and Schubert, "Feature visualization", Distill 2017: the same ascent as the
+# class model, for a channel or a neuron, with two changes that keep the image free of the
+# high-frequency patterns that a plain pixel ascent finds:
+#   - transformation robustness: the image is jittered, scaled and rotated at random before each
+#     step, so it must work wherever and however large the feature appears;
+#   - a decorrelated parameterization: the optimizer moves Fourier coefficients scaled by 1/f
+#     (every frequency gets a fair share of each step) and decorrelated colours, and a sigmoid
+#     maps the result into [0, 1].
+
+PARAMETERIZATIONS: tuple[str, ...] = ("fourier", "pixel")
+
+
+def feature_visualization(
+    model: nn.Module,
+    target: int | Neuron | list,
+    *,
+    steps: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+    parameterization: str = "fourier",
+    decay: float = 1.0,
+    colour: torch.Tensor | None = None,
+    jitter: float = 4.0,
+    scale: float = 0.1,
+    rotate: float = 10.0,
+    size: int = 64,
+    channels: int = 3,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Feature visualization (Olah et al. 2017): the image that drives a channel, a neuron or a
+    class the most, :math:`I^* = \arg\max_I f(T(I))` over random transformations T.
+
+    ``target`` says what f is:
+
+    - ``Neuron(layer, c, reduce="sum")``: the **channel**, its activation summed over all
+      positions (Olah et al.'s channel objective, the mean up to a constant);
+    - ``Neuron(layer, c)`` (``reduce="max"``): one **neuron**, the channel's strongest unit,
+      wherever it is (the unit Zeiler & Fergus project back);
+    - a class index c: the class score :math:`S_c`;
+    - a list of these: one image for each, optimised together in one batch.
+
+    The image is :math:`I = \sigma(C\, x)` with :math:`\sigma` the sigmoid, C the colour matrix
+    (``colour``, e.g. ``colour_correlation(images)``; None: no colour decorrelation), and x the
+    pixels themselves (``parameterization="pixel"``) or, by default, the inverse Fourier
+    transform of coefficients scaled by :math:`1/f^{\text{decay}}` (``"fourier"``). Before each
+    Adam step on x the image is shifted by up to ``jitter`` pixels, scaled by a factor in
+    :math:`[1 - \text{scale}, 1 + \text{scale}]` and rotated by up to ``rotate`` degrees, all
+    drawn at random (bilinear, reflected at the border); 0 turns each off.
+
+    Returns:
+        ``(image, scores)``: the image ``[channels, size, size]`` in [0, 1] and f of the
+        untransformed image after each step, ``[steps]``; for a list of k targets ``[k, channels,
+        size, size]`` and ``[steps, k]``. The model is left as it came; ``seed`` fixes the start
+        and the transformations (the global random state is not used).
+    """
+    method = "feature_visualization"
+    _check_int(steps, "steps", method, low=1)
+    _check_int(seed, "seed", method, low=0)
+    _check_int(size, "size", method, low=1)
+    _check_int(channels, "channels", method, low=1)
+    for value, name in ((lr, "lr"), (decay, "decay"), (jitter, "jitter"), (scale, "scale")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{method}: {name} must be a number >= 0, got {name}={value!r}.")
+    if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not rotate >= 0:
+        raise ValueError(f"{method}: rotate must be a number of degrees >= 0, got {rotate!r}.")
+    if lr <= 0:
+        raise ValueError(f"{method}: lr must be positive, got lr={lr!r}.")
+    if scale >= 1:
+        raise ValueError(
+            f"{method}: scale must be below 1 (a factor 1 - scale > 0), got {scale!r}."
+        )
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(
+            f"{method}: parameterization must be one of "
+            f"{', '.join(map(repr, PARAMETERIZATIONS))}, got {parameterization!r}."
+        )
+    many = isinstance(target, (list, tuple))
+    targets = [_one_target(t, method) for t in (target if many else [target])]
+    if not targets:
+        raise ValueError(f"{method}: the list of targets is empty.")
+    device = torch.device(device) if device is not None else model_device(model)
+    mixing = _colour_matrix(colour, channels, method).to(device)
+
+    generator = torch.Generator().manual_seed(seed)
+    shape = (len(targets), channels, size, size)
+    if parameterization == "fourier":
+        start = 0.01 * torch.randn(*shape[:3], size // 2 + 1, 2, generator=generator)
+    else:
+        start = 0.01 * torch.randn(shape, generator=generator)
+    x = start.to(device).requires_grad_(True)
+    weights = _spectrum_weights(size, decay).to(device)
+
+    def image_of(x: torch.Tensor) -> torch.Tensor:
+        return _to_image(x, parameterization, weights, mixing, size)
+
+    optimizer = torch.optim.Adam([x], lr=lr)
+    scores = torch.empty(steps, len(targets))
+    with explaining(model), _threads_for(size):
+        with torch.no_grad():
+            _check_activities(model, image_of(x), targets, method)
+        show = progress if progress is not None else steps > 1000
+        for step in tqdm(range(steps), desc=method, disable=not show):
+            moved = _transform(image_of(x), jitter, scale, rotate, generator)
+            f = _activities(model, moved, targets, method)
+            (grad,) = torch.autograd.grad(-f.sum(), x)
+            x.grad = grad
+            optimizer.step()
+            with torch.no_grad():
+                scores[step] = _activities(model, image_of(x), targets, method).cpu()
+        with torch.no_grad():
+            images = image_of(x).cpu()
+    return (images, scores) if many else (images[0], scores[:, 0])
+
+
+def colour_correlation(images: torch.Tensor) -> torch.Tensor:
+    r"""The colour matrix of Olah et al.'s decorrelated parameterization, from a data set's pixels:
+    the square root :math:`\Sigma^{1/2}` of the covariance of the colour channels (over every
+    pixel of ``images`` ``[N, C, H, W]``), divided by its largest column norm. Independent
+    values x become colours correlated as in the data, :math:`C x`."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(
+            "colour_correlation: images must be a tensor [N, C, H, W], got "
+            f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
+        )
+    pixels = images.detach().double().transpose(0, 1).flatten(1)  # [C, N*H*W]
+    centred = pixels - pixels.mean(dim=1, keepdim=True)
+    covariance = centred @ centred.T / centred.shape[1]
+    values, vectors = torch.linalg.eigh(covariance)
+    root = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    return (root / root.norm(dim=0).max()).float()
+
+
+def _colour_matrix(colour, channels: int, method: str) -> torch.Tensor:
+    if colour is None:
+        return torch.eye(channels)
+    matrix = torch.as_tensor(colour, dtype=torch.float32)
+    if tuple(matrix.shape) != (channels, channels) or not torch.isfinite(matrix).all():
+        raise ValueError(
+            f"{method}: colour must be a finite {channels} x {channels} matrix (e.g. "
+            f"colour_correlation(images)), got shape {tuple(matrix.shape)}."
+        )
+    return matrix
+
+
+def _spectrum_weights(size: int, decay: float) -> torch.Tensor:
+    r"""``[size, size // 2 + 1]``: :math:`1 / \max(f, 1/\text{size})^{\text{decay}}` for each
+    coefficient of a real 2-D Fourier transform, f its frequency in cycles per pixel."""
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    frequency = (fy.square() + fx.square()).sqrt()
+    return 1.0 / frequency.clamp(min=1.0 / size) ** decay
+
+
+def _to_image(x, parameterization, weights, mixing, size) -> torch.Tensor:
+    """The images ``[k, C, size, size]`` in (0, 1) that the parameters x stand for."""
+    if parameterization == "fourier":
+        spectrum = torch.view_as_complex(x) * weights
+        linear = torch.fft.irfft2(spectrum, s=(size, size), norm="ortho") / 4
+    else:
+        linear = x
+    return torch.sigmoid(torch.einsum("ij,kjhw->kihw", mixing, linear))
+
+
+def _transform(images, jitter, scale, rotate, generator) -> torch.Tensor:
+    """Each image shifted, scaled and rotated at random (one affine map each, bilinear)."""
+    if jitter == 0 and scale == 0 and rotate == 0:
+        return images
+    k, _, height, width = images.shape
+    u = torch.rand(k, 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
+    angle = torch.deg2rad(u[:, 0] * rotate)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    shift_x, shift_y = u[:, 2] * jitter * 2 / width, u[:, 3] * jitter * 2 / height
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
+    ).to(images)
+    grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return nn.functional.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+
+
+def _activities(model: nn.Module, images: torch.Tensor, targets: list, method: str) -> torch.Tensor:
+    """f for each image and its own target, ``[k]``, from one forward pass."""
+    layers = {t.layer for t in targets if isinstance(t, Neuron)}
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def keep(name: str):
+        def hook(_module, _inputs, output):
+            captured[name] = output
+
+        return hook
+
+    try:
+        for name in layers:
+            handles.append(get_layer(model, name, method).register_forward_hook(keep(name)))
+        logits = model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    values = []
+    for i, t in enumerate(targets):
+        if isinstance(t, Neuron):
+            unit = captured[t.layer][i, t.channel].reshape(-1)
+            values.append(unit.amax() if t.reduce == "max" else unit.sum())
+        else:
+            values.append(logits[i, t])
+    return torch.stack(values)
+
+
+def _check_activities(model: nn.Module, images: torch.Tensor, targets: list, method: str) -> None:
+    """Does the model accept the images, and is every target a valid class, layer and channel?"""
+    for i, t in enumerate(targets):
+        try:
+            f, logits = score(model, images[i : i + 1], t, method)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{method}: the model does not accept an image of shape "
+                f"{tuple(images.shape[1:])} ({error}); set size= and channels= to what the "
+                "model expects."
+            ) from error
+        if not isinstance(t, Neuron):
+            target_indices(t, logits, method)

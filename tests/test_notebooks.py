@@ -18,6 +18,8 @@ REQUIRED = [
     "04_deconvnet",
     "05_guided_backprop",
     "06_evaluating_explanations",
+    "07_grad_cam_smoothgrad",
+    "08_fooling_and_features",
 ]
 
 
