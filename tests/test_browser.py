@@ -50,8 +50,9 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1366, "height": 900}
 """A laptop screen: with the file browser open, an output is about 970 pixels wide."""
 
-SERVER_START_S, RUN_ALL_S, WIDGETS_S, CHANGE_S = 180, 420, 60, 120
-"""Time limits: the server to answer, Run All, widgets to render, a control to redraw."""
+SERVER_START_S, RUN_ALL_S, WIDGETS_S, CHANGE_S = 180, 600, 60, 120
+"""Time limits in seconds: the server to answer, Run All (a lecture takes 8-18 s on an idle
+2-core machine, up to 7 minutes on one shared by several jobs), widgets to render, a redraw."""
 
 if not CHROMIUM.exists():
     pytest.skip(
