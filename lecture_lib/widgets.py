@@ -32,7 +32,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.transforms import Bbox
 from torch import nn
 
 from . import activations, attribution, class_model, perturbation, plot
@@ -41,6 +42,14 @@ from .targets import as_batch, explaining, model_device
 
 DPI = 80
 """Resolution of the pictures the explorers send (pixels per figure inch)."""
+
+WIDTH = 960
+"""Width of the explorers' pictures in pixels: about the width of a JupyterLab output on a laptop
+screen, where a wider picture would be shrunk."""
+
+TITLE_ROOM, MARGIN, SCALE_ROOM = 48, 16, 90
+"""Pixels kept above the panels (two-line titles), around the figure, and right of a colour
+scale (tick labels of up to 6 characters and the scale's label)."""
 
 IG_STEPS = 16
 """Integration steps of integrated gradients in ``method_explorer`` (the library's default is
@@ -73,7 +82,6 @@ class Explorer(widgets.VBox):
     Built from ``controls`` (name -> widget), the ``figure`` and ``draw(values) -> shown``,
     which updates the figure's artists in place for the controls' ``values``. ``adjust(values)``
     runs first and may change other controls (a slider's range) without extra redraws.
-    ``freeze_layout`` keeps the first draw's layout, so later draws skip the layout solver.
 
     Attributes:
         controls: the control widgets by name, e.g. ``controls["layer"]``.
@@ -91,7 +99,6 @@ class Explorer(widgets.VBox):
         figure: Figure,
         draw: Callable[[dict], dict],
         adjust: Callable[[dict], None] | None = None,
-        freeze_layout: bool = True,
     ) -> None:
         self.controls = controls
         self.figure = figure
@@ -105,10 +112,18 @@ class Explorer(widgets.VBox):
         bar = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__(children=[bar, self.output])
         self.update(raise_errors=True)
-        if freeze_layout:  # keep the first layout: later draws skip the layout solver
-            figure.set_layout_engine("none")
         for control in controls.values():
             control.observe(self._changed, names="value")
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live widget; for where no live widget can show (a stored notebook opened before
+        it runs, slides, a web page of the notebook) the picture now on screen as a PNG and one
+        short line of text, instead of the widget's long ``repr``."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = f"{type(self).__name__} ({', '.join(self.controls)})"
+        if self.error is None and self.output.outputs:
+            bundle["image/png"] = self.output.outputs[0]["data"]["image/png"]
+        return bundle
 
     def values(self) -> dict:
         """The controls' current values by name."""
@@ -206,21 +221,63 @@ def _probabilities(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return model(batch.to(model_device(model))).softmax(dim=-1).cpu()
 
 
-def _two_panels(axis_off: bool = True):
-    """A figure with two panels side by side, for an image (left) and a map or a curve."""
-    figure = Figure(figsize=(7.6, 3.3), dpi=DPI, layout="constrained")
-    left, right = figure.subplots(1, 2)
-    for ax in (left, right):
-        ax.set_title("", y=1.0)  # a fixed title height: no title placement on every draw
-        if axis_off:
-            ax.set_axis_off()
-    return figure, left, right
+def _figure(width: int, height: int) -> Figure:
+    """An empty figure of ``width`` x ``height`` pixels whose axes are placed by hand
+    (``_place``): no layout solver runs on a draw, and nothing moves when a title or a tick
+    label gets longer."""
+    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="none")
 
 
-def _colorbar(figure: Figure, artist, ax, label: str | None = None) -> None:
-    """A colorbar for ``artist`` beside ``ax``, with at most 5 ticks (text is most of a draw)."""
-    bar = figure.colorbar(artist, ax=ax, shrink=0.85, label=label)
+def _place(figure: Figure, left: int, top: int, width: int, height: int, axis_off: bool = True):
+    """New axes at ``left``, ``top`` (pixels from the figure's top left corner), ``width`` x
+    ``height`` pixels; an image drawn in it keeps its aspect and is centred in that box."""
+    figure_width, figure_height = figure.get_size_inches() * DPI
+    rect = (left / figure_width, 1 - (top + height) / figure_height)
+    ax = figure.add_axes((*rect, width / figure_width, height / figure_height))
+    ax.set_title("", y=1.0)  # a fixed title height: no title placement on every draw
+    if axis_off:
+        ax.set_axis_off()
+    return ax
+
+
+def _image_and_map(image: int = 380, box: tuple[int, int] = (380, 380), gap: int = 66):
+    """A figure ``WIDTH`` pixels wide: the image (an ``image`` x ``image`` square) on the left,
+    a map (in a ``box`` = (width, height) box) and its colour scale on the right. Room is kept
+    above the panels for two-line titles and right of the colour scale for its longest tick
+    labels and its label, so nothing is cut off whatever the numbers."""
+    box_width, box_height = box
+    figure = _figure(WIDTH, TITLE_ROOM + box_height + MARGIN)
+    left = _place(figure, MARGIN, TITLE_ROOM + (box_height - image) // 2, image, image)
+    x = MARGIN + image + gap
+    right = _place(figure, x, TITLE_ROOM, box_width, box_height)
+    scale = _place(figure, x + box_width + 12, TITLE_ROOM, 16, box_height, axis_off=False)
+    assert x + box_width + 12 + 16 + SCALE_ROOM <= WIDTH, "the colour scale's labels need room"
+    return figure, left, right, scale
+
+
+def _colorbar(figure: Figure, artist, scale, label: str | None = None):
+    """The colour scale of ``artist`` in the axes ``scale``, with at most 5 ticks (text is most
+    of a draw) and short tick labels: values under 0.01 or from 10000 on share one factor,
+    written above the scale (``1e-3``), so a label has at most 6 characters (``-0.075``)."""
+    bar = figure.colorbar(artist, cax=scale, label=label)
     bar.locator = MaxNLocator(4)
+    formatter = ScalarFormatter()
+    formatter.set_powerlimits((-3, 4))
+    bar.formatter = formatter
+    return bar
+
+
+def _fit_height(scale, full: Bbox, share: float) -> None:
+    """Shrink the colour scale to ``share`` of its ``full`` height, centred: as tall as a wide
+    map drawn beside it (a map keeps its aspect, so it fills less than its box's height)."""
+    height = full.height * share
+    scale.set_position((full.x0, full.y0 + (full.height - height) / 2, full.width, height))
+
+
+def _attribution_label(attribution: np.ndarray) -> str:
+    """What the method explorer's colour scale measures: a map ``[3, H, W]`` is summed over the
+    colour channels before it is drawn (``plot.map_style``)."""
+    return "attribution, summed over RGB" if attribution.ndim == 3 else "attribution"
 
 
 def _show_array(artist, values: np.ndarray) -> None:
@@ -267,10 +324,12 @@ def feature_map_browser(
         ),
         "view": widgets.ToggleButtons(options=["one channel", "all channels"]),
     }
-    figure, left, right = _two_panels()
+    # the map's box is the larger: a layer of 64 maps shows each at about 55 x 55 pixels
+    figure, left, right, scale = _image_and_map(image=300, box=(486, 460), gap=40)
     image_artist = plot.draw_image(left, pictures[0])
     map_artist = right.imshow(np.zeros((1, 1)), cmap="viridis", interpolation="nearest")
-    _colorbar(figure, map_artist, right, "activation")
+    _colorbar(figure, map_artist, scale, "activation")
+    full_scale = scale.get_position()
 
     def adjust(values: dict) -> None:
         channel = controls["channel"]
@@ -290,6 +349,7 @@ def feature_map_browser(
             right.set_title(f"{layer}: all {len(layer_maps)} channels")
         _show_array(map_artist, shown)
         map_artist.set_clim(np.nanmin(shown), np.nanmax(shown))
+        _fit_height(scale, full_scale, min(1.0, 486 / 460 * shown.shape[0] / shown.shape[1]))
         return {"image": pictures[i], "map": shown, "layer": layer, "channel": c}
 
     explorer = Explorer(controls, figure, draw, adjust)
@@ -322,10 +382,10 @@ def method_explorer(
         "target": _target_dropdown(names),
         "method": widgets.Dropdown(options=list(METHODS), description="method"),
     }
-    figure, left, right = _two_panels()
+    figure, left, right, scale = _image_and_map()
     image_artist = plot.draw_image(left, pictures[0])
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
-    _colorbar(figure, map_artist, right)
+    bar = _colorbar(figure, map_artist, scale)
     cache: dict = {}
 
     def draw(values: dict) -> dict:
@@ -342,6 +402,7 @@ def method_explorer(
             title += f"\ntrue: {names[int(labels[i])]}"
         left.set_title(title)
         right.set_title(f"{method} for {names[c]}\n(p = {p[c]:.2f})")
+        bar.set_label(_attribution_label(cache[i, c, method]))
         _show_map(map_artist, style)
         return {"image": pictures[i], "map": style.values, "target": c, "method": method}
 
@@ -389,12 +450,12 @@ def occlusion_explorer(
             value=stride, min=min_stride, max=window, description="stride", continuous_update=False
         ),
     }
-    figure, left, right = _two_panels()
+    figure, left, right, scale = _image_and_map()
     image_artist = plot.draw_image(left, pictures[0])
     square = Rectangle((-0.5, -0.5), window, window, fill=False, color="white", linestyle="--")
     left.add_patch(square)
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
-    _colorbar(figure, map_artist, right, "mean drop of the score")
+    _colorbar(figure, map_artist, scale, "mean drop of the score")
     predicted = probabilities.argmax(dim=1)
     first = perturbation.occlusion(
         model, batch, predicted, window=window, stride=stride, baseline=baseline
@@ -490,7 +551,10 @@ def class_model_explorer(
             options=list(class_model.OBJECTIVES), value=objective, description="objective"
         ),
     }
-    figure, left, right = _two_panels(axis_off=False)
+    figure = _figure(WIDTH, TITLE_ROOM + 380 + MARGIN)
+    left = _place(figure, MARGIN, TITLE_ROOM, 380, 380)
+    x = MARGIN + 380 + 90  # room left of the curve for the score's tick labels and name
+    right = _place(figure, x, TITLE_ROOM, WIDTH - x - 2 * MARGIN, 380 - 40, axis_off=False)
     image_artist = plot.draw_image(left, np.full((size, size, 3), 0.5))
     (curve,) = right.plot([], [])
     right.set_xlabel("step")
@@ -516,6 +580,6 @@ def class_model_explorer(
         right.set_title(f"score after {n} steps: {scores[-1]:.2f}")
         return {"image": picture, "scores": scores, "probability": p}
 
-    explorer = Explorer(controls, figure, draw, freeze_layout=False)
+    explorer = Explorer(controls, figure, draw)
     explorer.cache = cache
     return explorer

@@ -6,14 +6,16 @@ matplotlib.use("Agg")
 
 import copy  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import ipywidgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lecture_lib import attribution, class_model, widgets  # noqa: E402
+from lecture_lib import attribution, class_model, widget_state, widgets  # noqa: E402
 from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
 from lecture_lib.perturbation import occlusion  # noqa: E402
 
@@ -337,3 +339,205 @@ def test_class_model_explorer_bad_settings(shapes_net):
         widgets.class_model_explorer(shapes_net, l2=0.0)
     with pytest.raises(ValueError, match="objective must be one of"):
         widgets.class_model_explorer(shapes_net, objective="probability")
+
+
+# --- what the picture looks like ------------------------------------------------------------
+
+
+def parts_cut_off(figure) -> list[str]:
+    """The axes whose drawn parts (image, titles, tick labels, axis labels, the colour scale's
+    factor) reach past the picture's edges, with how far (in pixels)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.canvas.get_width_height()
+    cut = []
+    for k, ax in enumerate(figure.axes):
+        box = ax.get_tightbbox(renderer)
+        over = max(-box.x0, -box.y0, box.x1 - width, box.y1 - height)
+        if over > 0.5:
+            cut.append(f"axes {k} ({ax.get_title()!r}, {ax.get_ylabel()!r}): {over:.0f} px")
+    return cut
+
+
+def picture_size(explorer) -> tuple[int, int]:
+    """Width and height in pixels of the PNG the explorer shows."""
+    import base64
+    import io
+
+    import PIL.Image
+
+    return PIL.Image.open(io.BytesIO(base64.b64decode(png(explorer)))).size
+
+
+def test_colour_scales_keep_their_labels_inside_after_updates(shapes_net, images):
+    x, _ = images
+    # Images whose maps need labels such as "-0.15", wider than those of the first picture:
+    # a layout computed once for the first picture cut them off at the right edge.
+    wide, labels = make_shapes(4, seed=7)[:2]
+    explorer = widgets.method_explorer(shapes_net, wide[:2], labels[:2])
+    for image in range(2):
+        for method in ("gradient", "saliency", "input x gradient", "deeplift"):
+            with explorer.hold():
+                explorer.controls["image"].value = image
+                explorer.controls["method"].value = method
+            assert explorer.error is None, explorer.error
+            assert parts_cut_off(explorer.figure) == [], (image, method)
+
+    features = widgets.feature_map_browser(shapes_net, x)
+    for layer in ("relu1", "relu4"):
+        for view in ("one channel", "all channels"):
+            with features.hold():
+                features.controls["layer"].value = layer
+                features.controls["view"].value = view
+            assert parts_cut_off(features.figure) == [], (layer, view)
+
+    occluded = widgets.occlusion_explorer(shapes_net, x[:1], window=32, stride=32, min_stride=8)
+    occluded.controls["window"].value = 8
+    assert parts_cut_off(occluded.figure) == []
+
+
+def test_class_model_curve_keeps_its_labels_inside(shapes_net):
+    explorer = widgets.class_model_explorer(shapes_net, steps=10, objective="score")
+    explorer.controls["objective"].value = "log_softmax"  # negative scores: wider tick labels
+    assert parts_cut_off(explorer.figure) == []
+
+
+def test_every_colour_scale_says_what_it_measures(shapes_net, images):
+    x, _ = images
+    methods = widgets.method_explorer(shapes_net, x[:1])
+    assert methods.figure.axes[2].get_ylabel() == "attribution, summed over RGB"  # gradient
+    methods.controls["method"].value = "saliency"  # already one value per pixel
+    assert methods.figure.axes[2].get_ylabel() == "attribution"
+    features = widgets.feature_map_browser(shapes_net, x[:1])
+    assert features.figure.axes[2].get_ylabel() == "activation"
+    occluded = widgets.occlusion_explorer(shapes_net, x[:1], window=32, stride=32)
+    assert occluded.figure.axes[2].get_ylabel() == "mean drop of the score"
+
+
+def test_pictures_fill_an_output_and_a_whole_layer_is_readable(shapes_net, images):
+    x, _ = images
+    for explorer in (
+        widgets.method_explorer(shapes_net, x[:1]),
+        widgets.occlusion_explorer(shapes_net, x[:1], window=32, stride=32),
+        widgets.class_model_explorer(shapes_net, steps=10),
+    ):
+        width, height = picture_size(explorer)
+        assert width == widgets.WIDTH == 960 and height >= 400
+    features = widgets.feature_map_browser(shapes_net, x[:1], ncols=8)
+    features.controls["layer"].value = "relu3"  # 64 maps, 8 a row
+    features.controls["view"].value = "all channels"
+    features.figure.canvas.draw()
+    shown = features.figure.axes[1].get_window_extent().frozen()  # the mosaic, as drawn
+    assert shown.width / 8 >= 50 and shown.height / 8 >= 50  # pixels per map on screen
+    scale = features.figure.axes[2].get_window_extent().frozen()
+    features.controls["layer"].value = "relu1"  # 16 maps: 2 rows of 8, a wide mosaic
+    features.figure.canvas.draw()
+    wide = features.figure.axes[1].get_window_extent().frozen()
+    assert wide.width / 8 >= 55
+    short_scale = features.figure.axes[2].get_window_extent().frozen()  # as tall as the mosaic
+    assert abs(short_scale.height - wide.height) < 2 and short_scale.height < scale.height / 2
+
+
+# --- how an explorer shows where no live widget can -----------------------------------------
+
+
+def test_explorer_offers_its_picture_and_a_short_text(shapes_net, images):
+    explorer = widgets.method_explorer(shapes_net, images[0][:1])
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
+    assert bundle["image/png"] == png(explorer)  # the picture on screen now
+    assert bundle["text/plain"] == "Explorer (image, target, method)"
+    explorer.controls["method"].value = "saliency"
+    assert explorer._repr_mimebundle_()["image/png"] == png(explorer)
+
+
+def test_explorer_without_a_picture_offers_none(shapes_net, images, monkeypatch):
+    explorer = widgets.method_explorer(shapes_net, images[0][:1])
+
+    def broken(model, inputs, target):
+        raise RuntimeError("this method failed")
+
+    monkeypatch.setitem(widgets.METHODS, "deconvnet", broken)
+    explorer.controls["method"].value = "deconvnet"
+    assert "image/png" not in explorer._repr_mimebundle_()
+
+
+# --- stored lectures: a picture or nothing, never a repr; saved state consistent or absent ---
+
+LECTURES = sorted((Path(__file__).resolve().parent.parent / "lectures").glob("*.ipynb"))
+VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def widget_notebook(views: dict[str, dict], saved: dict[str, dict] | None):
+    """A notebook with one cell per ``{model id: output data}`` and the saved ``state``."""
+    notebook = nbformat.v4.new_notebook()
+    for model_id, data in views.items():
+        cell = nbformat.v4.new_code_cell("widgets.method_explorer(model, images)")
+        cell.outputs = [
+            nbformat.v4.new_output("display_data", data={**data, VIEW: {"model_id": model_id}})
+        ]
+        notebook.cells.append(cell)
+    if saved is not None:
+        notebook.metadata["widgets"] = {widget_state.STATE: {"state": saved, "version_major": 2}}
+    return notebook
+
+
+def model(*children: str) -> dict:
+    return {"state": {"children": [f"IPY_MODEL_{c}" for c in children]}}
+
+
+PICTURE = {"image/png": "iVBORw0KGgo=", "text/plain": "Explorer (image)"}
+
+
+def test_consistent_state_passes_and_is_kept():
+    notebook = widget_notebook(
+        {"a1": PICTURE}, {"a1": model("b2", "c3"), "b2": model(), "c3": model()}
+    )
+    assert widget_state.problems(notebook) == []
+    assert not widget_state.clear_stale(notebook)
+    assert VIEW in notebook.cells[0].outputs[0]["data"]
+
+
+def test_stale_state_is_found_and_cleared_keeping_the_picture():
+    stale = widget_notebook({"a1": PICTURE}, {"f0": model("b2"), "b2": model()})
+    found = widget_state.problems(stale)
+    assert "cell 0 shows widget model a1, which is not saved" in found[0]
+    assert found[1] == "2 saved widget models are shown by no output"
+    assert widget_state.clear_stale(stale)
+    assert "widgets" not in stale.metadata
+    assert stale.cells[0].outputs[0]["data"] == PICTURE  # the picture shows, trusted or not
+    assert widget_state.problems(stale) == []
+
+
+def test_a_missing_child_makes_the_state_stale():
+    notebook = widget_notebook({"a1": PICTURE}, {"a1": model("b2", "d4"), "b2": model()})
+    assert widget_state.problems(notebook) == ["saved model a1 refers to model d4, not saved"]
+
+
+def test_a_repr_is_found_and_a_widget_without_picture_is_removed():
+    text = {"text/plain": "Explorer(children=(HBox(children=(IntSlider(value=0, ..."}
+    notebook = widget_notebook({"a1": text}, None)
+    found = widget_state.problems(notebook)
+    assert len(found) == 2 and "without a picture" in found[1] and "Explorer(children" in found[1]
+    assert widget_state.clear_stale(notebook)
+    assert notebook.cells[0].outputs == [] and widget_state.problems(notebook) == []
+
+
+def test_widget_state_command_reports_and_fixes(tmp_path, capsys):
+    path = tmp_path / "stale.ipynb"
+    nbformat.write(widget_notebook({"a1": PICTURE}, {"f0": model()}), path)
+    assert widget_state.main([str(path)]) == 1
+    assert "a1, which is not saved" in capsys.readouterr().out
+    assert widget_state.main(["--fix", str(path)]) == 0
+    assert widget_state.main([str(path)]) == 0
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[p.stem for p in LECTURES])
+def test_stored_lecture_shows_pictures_and_consistent_widget_state(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert widget_state.problems(notebook) == [], (
+        f"{path.name}: re-run it (jupyter nbconvert --to notebook --execute --inplace) or "
+        f"clear what is stale (python -m lecture_lib.widget_state --fix {path.name})"
+    )
+    for index, output in widget_state.widget_outputs(notebook):
+        assert not output["data"]["text/plain"].startswith("Explorer("), index
