@@ -18,6 +18,7 @@ REQUIRED = [
     "04_deconvnet",
     "05_guided_backprop",
     "06_evaluating_explanations",
+    "09_shortcut",
 ]
 
 
