@@ -254,7 +254,11 @@ def test_cli_recipes(monkeypatch, tmp_path):
         calls.append(kwargs)
         return ShapesNet().eval(), [0.5]
 
+    def few_shapes(n, **kwargs):  # the report after training: 8 shapes are enough here
+        return make_shortcut_shapes(8, **kwargs)
+
     monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.setattr(training, "make_shortcut_shapes", few_shapes)
     main(["--out", str(tmp_path / "a.pt")])
     assert calls[-1] == {"seed": 0, "shortcut": False, "n_train": 16_000, "epochs": 10}
     main(["--shortcut", "--out", str(tmp_path / "b.pt"), "--n-train", "64", "--epochs", "1"])
@@ -267,7 +271,7 @@ def test_cli_recipes(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def explained():
-    return make_shortcut_shapes(16, seed=UNSEEN, marks="honest")
+    return make_shortcut_shapes(8, seed=UNSEEN, marks="honest")
 
 
 def test_gradient_and_occlusion_find_the_mark_on_the_cheating_net_only(
