@@ -18,6 +18,10 @@ method                   what it returns
 
 The last two share *summation to delta* (completeness): their attributions add up to
 :math:`f(x) - f(x')`. Pass ``return_gap=True`` to get that sum minus the difference as well.
+
+Every method also works inside ``torch.no_grad()`` or ``torch.inference_mode()``; inputs of
+another floating dtype than the model (float64 for a float32 model) are converted, and the
+result comes back in the inputs' dtype and on their device.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .targets import (
     explaining,
     finish,
     fix_target,
+    gradients_on,
     prepare,
     score,
     target_indices,
@@ -45,10 +50,11 @@ def _backward(
     """``d f / d inputs`` for every example, the ReLUs following ``rule`` (None: plain autograd).
 
     Each example's f depends on that example only, so the gradient of ``f.sum()`` holds every
-    example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters).
+    example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters),
+    also when the caller runs in ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
-    batch = batch.requires_grad_(True)
-    with explaining(model):
+    with gradients_on(), explaining(model):
+        batch = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
         if rule is None:
             f, _ = score(model, batch, target, method)
         else:
@@ -57,9 +63,25 @@ def _backward(
             if mode.relu_calls == 0 and rule != "gradient":
                 raise ValueError(
                     f"{method}: the model has no ReLU, so the {rule!r} rule would equal the plain "
-                    "gradient. It explains networks with ReLU activations (nn.ReLU or F.relu)."
+                    "gradient. It explains networks with ReLU activations (nn.ReLU, F.relu, "
+                    "x.clamp(min=0), ...)."
                 )
-        (grad,) = torch.autograd.grad(f.sum(), batch)
+        grad = _input_gradient(f, batch, method)
+    return grad
+
+
+def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.Tensor:
+    """``d f.sum() / d batch``, or a clear error when f does not depend on it differentiably."""
+    grad = None
+    if f.requires_grad:
+        (grad,) = torch.autograd.grad(f.sum(), batch, allow_unused=True)
+    if grad is None:
+        raise ValueError(
+            f"{method}: the model's output does not depend on the inputs through differentiable "
+            "operations (its forward detaches a tensor, casts it to an integer type or runs "
+            "under torch.no_grad()), so there is no gradient to explain it with. Remove that "
+            "from the model's forward."
+        )
     return grad
 
 
@@ -92,7 +114,7 @@ def saliency(
         m = w.sum(dim=1)
     else:
         m = w.pow(2).sum(dim=1).sqrt()
-    return finish(m, inputs, single)
+    return finish(m, inputs, min(single, 1))  # the map has no channel axis to drop
 
 
 def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
@@ -166,21 +188,22 @@ def integrated_gradients(
             f"integrated_gradients: steps must be a positive int, got steps={steps!r}."
         )
     batch, single = prepare(model, inputs, "integrated_gradients")
-    reference = baseline_batch(baseline, batch, "integrated_gradients").expand_as(batch)
-    with explaining(model):
-        _, target = fix_target(model, batch, target, "integrated_gradients")
-    n = batch.shape[0]
-    alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
-    chunks = alphas.split(max(1, batch_size // n))
-    show = progress if progress is not None else len(chunks) > 20
-    total = torch.zeros_like(batch)
-    for chunk in tqdm(chunks, desc="integrated gradients", disable=not show, leave=False):
-        alpha = chunk.view(-1, *[1] * batch.ndim)
-        points = (reference + alpha * (batch - reference)).reshape(-1, *batch.shape[1:])
-        repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
-        grads = _backward(model, points, repeated, "integrated_gradients")
-        total += grads.view(len(chunk), *batch.shape).sum(dim=0)
-    attributions = (batch - reference) * total / steps
+    with gradients_on():
+        reference = baseline_batch(baseline, batch, "integrated_gradients").expand_as(batch)
+        with explaining(model):
+            _, target = fix_target(model, batch, target, "integrated_gradients")
+        n = batch.shape[0]
+        alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
+        chunks = alphas.split(max(1, batch_size // n))
+        show = progress if progress is not None else len(chunks) > 20
+        total = torch.zeros_like(batch)
+        for chunk in tqdm(chunks, desc="integrated gradients", disable=not show, leave=False):
+            alpha = chunk.view(-1, *[1] * batch.ndim)
+            points = (reference + alpha * (batch - reference)).reshape(-1, *batch.shape[1:])
+            repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
+            grads = _backward(model, points, repeated, "integrated_gradients")
+            total += grads.view(len(chunk), *batch.shape).sum(dim=0)
+        attributions = (batch - reference) * total / steps
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
 
 
@@ -198,6 +221,10 @@ def deeplift(
     (``rules.use_rescale``). Then :math:`C_i = m_i (x_i - x'_i)` and, for any network of conv,
     linear, ReLU and max-pool layers, :math:`\sum_i C_i = f(x) - f(x')` (summation to delta)
     up to rounding. ``return_gap=True`` also returns that sum minus the difference.
+    Every other operation on the input's path must be linear (its multiplier is its gradient:
+    sums, scaling by constants, average pooling, batch norm in eval mode, reshaping...);
+    anything else (sigmoid, softmax, LayerNorm, ``x * x``, a global max) raises
+    NotImplementedError naming the operation and its layer, rather than a wrong map.
     A baseline shared by all examples (None, a number, one image) is run once.
     """
     if isinstance(target, Neuron) and target.reduce != "sum":
@@ -206,15 +233,15 @@ def deeplift(
             "a nonlinearity without a rescale rule); pass Neuron(layer, channel, reduce='sum')."
         )
     batch, single = prepare(model, inputs, "deeplift")
-    reference = baseline_batch(baseline, batch, "deeplift")
-    with explaining(model):
+    with gradients_on(), explaining(model):
+        reference = baseline_batch(baseline, batch, "deeplift")
         with record_references() as recorded:
             model(reference)
         x = batch.clone().requires_grad_(True)
-        with use_rescale(recorded.records):
+        with use_rescale(recorded.records, x, model):
             f, logits = score(model, x, target, "deeplift")
-        (multipliers,) = torch.autograd.grad(f.sum(), x)
+        multipliers = _input_gradient(f, x, "deeplift")
+        attributions = multipliers * (batch - reference)
     if not isinstance(target, Neuron):
         target = target_indices(target, logits, "deeplift")
-    attributions = multipliers * (batch - reference)
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
