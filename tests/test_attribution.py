@@ -140,7 +140,27 @@ def test_integrated_gradients_batches_the_path_without_changing_the_result(
     x = shapes_batch[0][:3]
     whole = A.integrated_gradients(shapes_net, x, steps=10, batch_size=1000)
     split = A.integrated_gradients(shapes_net, x, steps=10, batch_size=3)
+    default = A.integrated_gradients(shapes_net, x, steps=10)
     torch.testing.assert_close(whole, split, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(default, split, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        A.integrated_gradients(shapes_net, x, batch_size=0)
+
+
+def test_integrated_gradients_matches_a_plain_loop_over_the_path(shapes_net, shapes_batch):
+    # The definition, one path point at a time: (x - x') * mean_k grad f(x' + alpha_k (x - x')).
+    x, baseline, steps = shapes_batch[0][:2], torch.full((3, 64, 64), 0.25), 6
+    total = torch.zeros_like(x)
+    for k in range(steps):
+        point = (baseline + (k + 0.5) / steps * (x - baseline)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(shapes_net(point)[:, 2].sum(), point)
+        total += grad
+    expected = (x - baseline) * total / steps
+    for batch_size in (None, 1, 5):
+        result = A.integrated_gradients(
+            shapes_net, x, target=2, baseline=baseline, steps=steps, batch_size=batch_size
+        )
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-7)
 
 
 # --- DeepLIFT: summation to delta -------------------------------------------------------------
