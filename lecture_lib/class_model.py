@@ -28,8 +28,6 @@ and ended on a circle (see ``train``).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -131,7 +129,7 @@ def visualize(
     image = start.clamp(0, 1).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=lr)
     scores = torch.empty(steps)
-    with explaining(model), _threads_for(size):
+    with explaining(model):  # on one thread when the machine is busy (lecture_lib.threads)
         _check_target(model, image, target, method)
         show = progress if progress is not None else steps > 1000
         for step in tqdm(range(steps), desc=method, disable=not show):
@@ -147,26 +145,6 @@ def visualize(
                 image.clamp_(0, 1)
                 scores[step] = score(model, image[None], target, method)[0][0]
     return image.detach().cpu(), scores
-
-
-SINGLE_THREAD_UP_TO = 64
-"""Images up to this side are optimised on one CPU thread (see ``_threads_for``)."""
-
-
-@contextmanager
-def _threads_for(size: int) -> Iterator[None]:
-    """One CPU thread while optimising a small image, torch's setting restored afterwards.
-
-    Each step on one 64 x 64 image is a few hundred tiny operations; spread over several threads
-    they gain nothing and, when another program keeps a core busy, the threads wait for each
-    other at every operation (measured: a notebook's class models took 545 s instead of 19 s)."""
-    threads = torch.get_num_threads()
-    if size <= SINGLE_THREAD_UP_TO:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _one_target(target, method: str) -> int | Neuron:
