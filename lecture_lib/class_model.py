@@ -28,6 +28,7 @@ and ended on a circle (see ``train``).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,6 +62,7 @@ def visualize(
     channels: int = 3,
     device: str | torch.device | None = None,
     progress: bool | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The class model of ``target``: gradient ascent on the image I for
 
@@ -94,6 +96,10 @@ def visualize(
         size, channels: the image is ``[channels, size, size]`` (ShapesNet: 3 x 64 x 64).
         device: where to optimise (default: the model's device).
         progress: show a progress bar; ``None`` shows one only for more than 1000 steps.
+        callback: called after each step with ``(step, image, scores[:step])`` (``step``
+            counts from 1; ``image`` is the optimised image, to be copied, not changed), to
+            watch the ascent as it goes. The first ``k`` steps of a longer run are the same
+            computation as a run of ``k`` steps.
 
     Returns:
         ``(image, scores)``: the image ``[channels, size, size]`` in [0, 1] on the CPU, and
@@ -144,6 +150,8 @@ def visualize(
                     image.copy_(_blur(image, blur_sigma))
                 image.clamp_(0, 1)
                 scores[step] = score(model, image[None], target, method)[0][0]
+            if callback is not None:
+                callback(step + 1, image.detach(), scores[: step + 1])
     return image.detach().cpu(), scores
 
 
