@@ -104,6 +104,43 @@ def timed_rounds(columns: dict, rounds: int) -> tuple[dict, dict]:
     return times, results
 
 
+def multiply_adds(model, x, route) -> tuple[float, float]:
+    """Multiply-adds of convolutions and linear layers per occluded image: a whole forward
+    pass, and the incremental computation (each window layer on its region, the layers from
+    the first full one on the whole map)."""
+    whole: dict[str, float] = {}
+    modules = dict(route_layers(route))
+
+    def count(name):
+        def hook(module, inputs, output):
+            if isinstance(module, torch.nn.Conv2d):
+                per_output = module.in_channels // module.groups * module.weight[0, 0].numel()
+                whole[name] = output[0].numel() * per_output
+            elif isinstance(module, torch.nn.Linear):
+                whole[name] = module.in_features * module.out_features
+
+        return hook
+
+    handles = [module.register_forward_hook(count(name)) for name, module in modules.items()]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    incremental = dict(whole)
+    for step in route.steps[: route.full_from]:
+        if step.name in whole and step.kind == "window":
+            incremental[step.name] = whole[step.name] * (
+                step.region[0] * step.region[1] / (step.map[0] * step.map[1])
+            )
+    return sum(whole.values()), sum(incremental.values())
+
+
+def route_layers(route):
+    return [(step.name, step.module) for step in route.steps]
+
+
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
@@ -119,7 +156,11 @@ def case(name, model, x, window, stride, rounds, baseline_strides, batch_size):
         f"{windows} windows per image, {windows * len(x)} occluded images"
     )
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
-    print(occlusion_plan(model, x, target, window, stride))
+    route = occlusion_plan(model, x, target, window, stride)
+    print(route)
+    whole, fewer = multiply_adds(model, x, route)
+    print(f"multiply-adds per occluded image: whole pass {whole / 1e6:.1f} M, incremental "
+          f"{fewer / 1e6:.1f} M: at most {whole / fewer:.1f} times faster")  # fmt: skip
 
     whole_stride, captum_stride = baseline_strides
     whole_windows = our_windows(side, window, whole_stride)

@@ -9,15 +9,20 @@ numbers, the explained score f (``targets``) before and after:
 ``occlusion``
     Zeiler & Fergus's occlusion experiment: slide a square window over the image, grey (or
     black) it out, and record how much the score drops. Each pixel gets the mean drop of the
-    windows that cover it.
+    windows that cover it. A window changes only a small part of each layer's input, so for
+    networks of convolutions, ReLUs and max-poolings (ShapesNet, VGG) each layer is
+    recomputed only where the window reaches (``incremental``: for 8 x 8 windows on
+    ShapesNet, 5.6 times fewer multiply-adds than whole forward passes); ``occlusion_plan``
+    says how, layer by layer.
 ``single_feature``
     Remove one input feature at a time: the lecture's "requires 2 passes" per feature. Meant
     for small inputs such as ``saturation.SaturatingToy``, where it shows the other weakness on
     the slide: it "may underestimate the importance of features that have saturated their
     contribution to the output".
 
-The perturbed copies run through the model ``batch_size`` at a time, so memory stays bounded;
-a progress bar appears when there are many forward passes (more than 20) or ``progress=True``.
+The perturbed copies (or windows) run through the model ``batch_size`` at a time, so memory
+stays bounded; a progress bar appears when there are many forward passes (more than 20) or
+``progress=True``.
 """
 
 from __future__ import annotations
