@@ -114,9 +114,10 @@ def occlusion(
             input's shape (one for all, or one per image) whose pixels are copied in.
         batch_size: occluded copies per forward pass (bounds the memory used).
         progress: show a progress bar; ``None`` shows one when there are more than 20 passes.
-        incremental: ``None`` recomputes incrementally when the model allows it, ``False``
-            always runs whole occluded images, ``True`` insists on the incremental path (and
-            says why when the model does not allow it).
+        incremental: ``None`` recomputes incrementally when the model allows it and the
+            windows leave enough to save, ``False`` always runs whole occluded images,
+            ``True`` insists on the incremental path (and says why when the model does not
+            allow it).
 
     Returns:
         ``[N, H, W]`` (``[H, W]`` for one image), on the inputs' device.
@@ -132,14 +133,13 @@ def occlusion(
     with explaining(model), torch.no_grad():
         f_x, target = fix_target(model, batch, target, method)
         route = _incremental.plan(model, batch.shape[1:], window, stride, target)
-        if incremental and not route.incremental:
+        if incremental and not route.possible:
             raise ValueError(
                 f"{method}: incremental=True, but this model cannot be recomputed incrementally "
                 f"{route.reason}. Use incremental=None to fall back to whole forward passes."
             )
-        run = (
-            _incremental_scores if route.incremental and incremental is not False else _full_scores
-        )
+        use = route.incremental if incremental is None else incremental
+        run = _incremental_scores if use else _full_scores
         f_occluded = run(model, batch, reference, target, route, batch_size, progress, method)
     drops = (f_x[:, None] - f_occluded).view(n, len(route.rows), len(route.cols))
     return finish(_spread(drops, route, height, width), inputs, single)
@@ -149,9 +149,10 @@ def occlusion_plan(
     model: nn.Module, inputs: torch.Tensor, target=None, window: int = 8, stride: int = 4
 ) -> _incremental.Plan:
     """How ``occlusion`` computes the occluded images of ``inputs``: ``plan.incremental`` is
-    ``True`` when layers are recomputed only where a window reaches, and ``plan.reason`` says
-    where (and why) the whole map is recomputed; ``print(plan)`` shows the changed region of
-    every layer. The model is left as it came."""
+    ``True`` when layers are recomputed only where a window reaches; otherwise
+    ``plan.fallback`` says why every occluded image runs through the whole network.
+    ``plan.reason`` says where (and why) the whole map is recomputed; ``print(plan)`` shows the
+    changed region of every layer. The model is left as it came."""
     method = "occlusion_plan"
     batch, _ = as_batch(inputs, method)
     _check_occlusion_arguments(batch, inputs, window, stride, method)

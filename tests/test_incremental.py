@@ -18,10 +18,10 @@ def small_net(*layers: nn.Module, seed: int = 0) -> nn.Sequential:
 
 
 def both(model, x, **kwargs):
-    """The map computed incrementally (checked to be so) and by whole forward passes."""
-    window, stride = kwargs.get("window", 8), kwargs.get("stride", 4)
-    assert occlusion_plan(model, x, kwargs.get("target"), window, stride).incremental
-    return occlusion(model, x, **kwargs), occlusion(model, x, incremental=False, **kwargs)
+    """The map computed incrementally and by whole forward passes."""
+    return occlusion(model, x, incremental=True, **kwargs), occlusion(
+        model, x, incremental=False, **kwargs
+    )
 
 
 NETS = {
@@ -72,7 +72,7 @@ def test_incremental_equals_the_full_recomputation(net, window, stride):
         model[4].running_mean.uniform_(-0.5, 0.5, generator=generator)
         model[4].running_var.uniform_(0.5, 2.0, generator=generator)
     route = occlusion_plan(model, x, window=window, stride=stride)
-    if not route.incremental:  # a window as large as the image changes the whole first map
+    if not route.possible:  # a window as large as the image changes the whole first map
         assert window == 20 and "whole output map" in route.reason
         return
     fast, full = both(model, x, target=[0, 1], window=window, stride=stride, baseline=0.3)
@@ -90,8 +90,7 @@ def test_shapes_net_maps_equal_the_full_recomputation_to_1e_5(shapes_net, shapes
 def test_a_baseline_image_per_example_and_batches_that_split_the_windows(shapes_net, shapes_batch):
     images = shapes_batch[0][:2]
     baseline = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    fast = occlusion(shapes_net, images, window=12, stride=5, baseline=baseline, batch_size=7)
-    full = occlusion(shapes_net, images, window=12, stride=5, baseline=baseline, incremental=False)
+    fast, full = both(shapes_net, images, window=12, stride=5, baseline=baseline, batch_size=7)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=2e-5)
 
 
@@ -149,7 +148,7 @@ def test_each_region_holds_exactly_what_a_window_reaches(net):
     model(x)
     window, stride = 5, 3
     route = occlusion_plan(model, x, window=window, stride=stride)
-    assert route.incremental
+    assert route.possible
     largest = [(0, 0)] * route.full_from
     for i, row in enumerate(route.rows):
         for j, col in enumerate(route.cols):
@@ -194,12 +193,28 @@ class OwnForward(nn.Module):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
+def test_large_windows_run_whole_passes_and_say_why(shapes_net, shapes_batch, monkeypatch):
+    route = occlusion_plan(shapes_net, shapes_batch[0][0], window=48, stride=16)
+    assert route.possible and not route.incremental
+    assert route.fallback.startswith("because 48x48 windows leave too little to save")
+    assert "69% of the multiply-adds" in route.fallback and "4 windows per image" in route.fallback
+    calls = []
+    original = incremental.occluded_scores
+    monkeypatch.setattr(incremental, "occluded_scores", lambda *a: calls.append(1) or original(*a))
+    whole = occlusion(shapes_net, shapes_batch[0][:2], window=48, stride=16)
+    assert calls == []
+    forced = occlusion(shapes_net, shapes_batch[0][:2], window=48, stride=16, incremental=True)
+    assert len(calls) == 2  # one call per image
+    torch.testing.assert_close(forced, whole, rtol=1e-5, atol=1e-5)
+    assert occlusion_plan(shapes_net, shapes_batch[0][0], window=8, stride=4).incremental
+
+
 def test_a_model_with_its_own_forward_is_recomputed_in_full_and_says_why():
     torch.manual_seed(0)
     model = OwnForward().eval()
     x = torch.rand(2, 3, 8, 8)
     route = occlusion_plan(model, x, window=4, stride=2)
-    assert not route.incremental and "OwnForward" in route.reason
+    assert not route.incremental and "OwnForward" in route.fallback
     with pytest.raises(ValueError, match="cannot be recomputed incrementally.*OwnForward"):
         occlusion(model, x, window=4, stride=2, incremental=True)
     torch.testing.assert_close(
