@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import threads
+
 
 @dataclass(frozen=True)
 class Neuron:
@@ -278,7 +280,8 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        yield model
+        with threads.policy():  # one thread on a busy machine (lecture_lib.threads)
+            yield model
     finally:
         for module, training in modes:
             if module.training != training:
