@@ -14,6 +14,10 @@ method                   what it returns
 ``guided_backprop``      the backward pass with :math:`(f^l > 0)(R^{l+1} > 0) R^{l+1}`
 ``integrated_gradients`` :math:`(x - x')\int_0^1 \partial f(x' + \alpha(x - x'))/\partial x\, d\alpha`
 ``deeplift``             multipliers :math:`\Delta y / \Delta x` backpropagated, times :math:`x - x'`
+``grad_cam``             :math:`\mathrm{ReLU}(\sum_k \alpha_k A^k)`, :math:`\alpha_k` the spatial mean
+                         of :math:`\partial S_c / \partial A^k`, upsampled to ``[N, H, W]``
+``guided_grad_cam``      guided backprop times the upsampled Grad-CAM
+``smoothgrad``           :math:`\frac1n \sum_k \mathrm{method}(x + \epsilon_k)`, around any method
 =======================  ====================================================================
 
 The last two share *summation to delta* (completeness): their attributions add up to

@@ -84,7 +84,7 @@ def occlusion(
     progress: bool | None = None,
     incremental: bool | None = None,
 ) -> torch.Tensor:
-    r"""Occlusion sensitivity (Zeiler & Fergus 2013) ``[N, H, W]``: how much the target score
+    r"""Occlusion sensitivity (Zeiler & Fergus 2014) ``[N, H, W]``: how much the target score
     drops when a square of the image is hidden.
 
     For every window position :math:`w` (a ``window`` x ``window`` square, all colour

@@ -1104,7 +1104,8 @@ def randomization_curves(
     else:
         ax.set_xlabel("the one layer randomized (the others trained)")
     ax.set_ylabel("mean Spearman $\\rho$ with the trained map")
-    ax.set_ylim(-0.1, 1.05)
+    lowest = min(min(result.mean, default=0.0) for result in results.values())
+    ax.set_ylim(min(-0.1, float(lowest) - 0.05), 1.05)  # a curve below zero stays on the chart
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     return fig

@@ -7,7 +7,7 @@ Forward, every method is the same: :math:`f^{l+1}_i = \max(f^l_i, 0)`. Backward,
 rule            :math:`R^l_i`                                                source
 ==============  ===========================================================  ==========================
 ``gradient``    :math:`(f^l_i > 0) \cdot R^{l+1}_i`                          Simonyan et al. 2013
-``deconvnet``   :math:`(R^{l+1}_i > 0) \cdot R^{l+1}_i`                      Zeiler & Fergus 2013
+``deconvnet``   :math:`(R^{l+1}_i > 0) \cdot R^{l+1}_i`                      Zeiler & Fergus 2014
 ``guided``      :math:`(f^l_i > 0) \cdot (R^{l+1}_i > 0) \cdot R^{l+1}_i`    Springenberg et al. 2014
 ==============  ===========================================================  ==========================
 

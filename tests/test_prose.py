@@ -647,3 +647,16 @@ def test_04_and_05_method_comparisons():
         > 0
         > row(by_class, "gradient")[0]
     )
+
+
+def test_09_names_the_methods_that_miss_the_shortcut():
+    nb = lecture("09")
+    printed = output(nb, "exposes = [name for name in METHODS")
+    others = re.search(r"the others: (.*)$", printed, re.M).group(1)
+    assert others == "Grad-CAM"  # "Grad-CAM is the method named under 'the others'"
+    text = markdown(nb, "### Reading the table")
+    assert '**Grad-CAM** is the method named under "the others"' in text
+    ranked = re.findall(r"^\s+\d+\. (.+?)\s{2,}([\d.]+)", printed, re.M)
+    peaks = [name for name, _ in ranked]
+    # "DeconvNet and guided backprop find it least often among the maps drawn at the pixels"
+    assert set(peaks[-3:-1]) == {"DeconvNet", "guided backprop"} and peaks[-1] == "Grad-CAM"
