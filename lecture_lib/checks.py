@@ -1068,6 +1068,17 @@ check_guided_hooks = Check(
 # --- Part 6: evaluating explanations -----------------------------------------------------------
 
 
+def _compare_lazily(
+    got, expected, what: str, formula: str, mistakes: Callable[[], dict], where=None
+):
+    """``_compare``, with the typical mistakes (``mistakes()``) computed only for a wrong answer."""
+    try:
+        _compare(got, expected, what, formula, None, where)
+    except AssertionError:
+        _compare(got, expected, what, formula, mistakes(), where)
+        raise
+
+
 def _pointing_case(seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(maps [N, H, W], masks [N, H, W])``: random maps in [0, 1) whose single maximum (1.5)
     lies on the object in some images and off it in the others (image 0 a hit, 1 a miss)."""
@@ -1207,44 +1218,48 @@ def _judge_deletion_curve(observed, steps: int = 8, seed=None) -> str:
                 f"your deletion curve has {steps} points, expected steps + 1 = {steps + 1}: step 0 "
                 "is the image itself (nothing removed yet), step `steps` the mean colour alone."
             )
-        c, h, w = image.shape
-        order = importance.flatten().argsort(descending=True)
-        cuts = [k * h * w // steps for k in range(steps + 1)]
-        mean = image.mean(dim=(1, 2), keepdim=True).expand_as(image)
-        mistakes = {
-            "removing the least important pixels first (sort in descending order)": (
-                _removal_curve(model, image, order.flip(0), target, cuts, mean)
-            ),
-            "the score S_c (a logit) instead of the probability softmax(S)_c": _removal_curve(
-                model, image, order, target, cuts, mean, probability=False
-            ),
-            "black (0) instead of the image's mean colour": _removal_curve(
-                model, image, order, target, cuts, torch.zeros_like(image)
-            ),
-            "one grey level, the mean over all channels, instead of the mean colour (one mean "
-            "per channel)": _removal_curve(
-                model, image, order, target, cuts, image.mean().expand_as(image)
-            ),
-        }
-        if (h * w) % steps:
-            mistakes[
-                f"chunks of H*W // steps pixels, k * (H*W // steps): then the last step leaves "
-                f"{h * w - steps * (h * w // steps)} pixels (the rule is k * H * W // steps)"
-            ] = _removal_curve(
-                model, image, order, target, [k * (h * w // steps) for k in range(steps + 1)], mean
-            )
-        _compare(
+        _compare_lazily(
             got,
             expected,
             f"deletion curve ({'object first' if number == 0 else 'a random map'})",
             "p_k = softmax(S(I_k))_c, where I_k is the image with its k * H * W // steps most "
             "important pixels (all channels) set to the image's mean colour.",
-            mistakes,
+            functools.partial(_deletion_mistakes, model, image, importance, target, steps),
             lambda index: f"step {index[0]}",
         )
     return (
         f"your deletion curves ({steps} steps) match evaluate.deletion_curve with the mean colour."
     )
+
+
+def _deletion_mistakes(model, image, importance, target, steps) -> dict:
+    c, h, w = image.shape
+    order = importance.flatten().argsort(descending=True)
+    cuts = [k * h * w // steps for k in range(steps + 1)]
+    mean = image.mean(dim=(1, 2), keepdim=True).expand_as(image)
+    mistakes = {
+        "removing the least important pixels first (sort in descending order)": (
+            _removal_curve(model, image, order.flip(0), target, cuts, mean)
+        ),
+        "the score S_c (a logit) instead of the probability softmax(S)_c": _removal_curve(
+            model, image, order, target, cuts, mean, probability=False
+        ),
+        "black (0) instead of the image's mean colour": _removal_curve(
+            model, image, order, target, cuts, torch.zeros_like(image)
+        ),
+        "one grey level, the mean over all channels, instead of the mean colour (one mean "
+        "per channel)": _removal_curve(
+            model, image, order, target, cuts, image.mean().expand_as(image)
+        ),
+    }
+    if (h * w) % steps:
+        mistakes[
+            f"chunks of H*W // steps pixels, k * (H*W // steps): then the last step leaves "
+            f"{h * w - steps * (h * w // steps)} pixels (the rule is k * H * W // steps)"
+        ] = _removal_curve(
+            model, image, order, target, [k * (h * w // steps) for k in range(steps + 1)], mean
+        )
+    return mistakes
 
 
 check_deletion_curve = Check(
@@ -1378,15 +1393,29 @@ def _judge_grad_cam(observed, layer: str = "conv4", seed=None) -> str:
     _untouched(observed)
     model, images, target = _images_case(seed)
     expected = attribution.grad_cam(model, images, target, layer=layer)
-    maps, grads = _layer_maps_and_gradients(model, images, target, layer)
-    n, _, h, w = maps.shape
     got = _array(observed["got"], "your grad_cam")
-    if got.shape == (n, h, w) and (h, w) != tuple(images.shape[-2:]):
+    size = tuple(images.shape[-2:])
+    if got.ndim == 3 and len(got) == len(images) and got.shape[1] < size[0]:
         raise AssertionError(
-            f"your Grad-CAM has the layer's resolution, {h} x {w}; enlarge it to the image's "
-            f"{images.shape[-2]} x {images.shape[-1]} pixels with bilinear interpolation: "
+            f"your Grad-CAM has the layer's resolution, {got.shape[1]} x {got.shape[2]}; enlarge "
+            f"it to the image's {size[0]} x {size[1]} pixels with bilinear interpolation: "
             "F.interpolate(cam[:, None], size=(H, W), mode='bilinear', align_corners=False)[:, 0]."
         )
+    _compare_lazily(
+        got,
+        expected,
+        f"Grad-CAM of {layer}",
+        "alpha_k = mean over (i, j) of dS_c/dA^k_ij, L = ReLU(Σ_k alpha_k A^k), enlarged "
+        "bilinearly (align_corners=False) to the image.",
+        functools.partial(_grad_cam_mistakes, model, images, target, layer, expected),
+        _pixel,
+    )
+    return f"your Grad-CAM of {layer} matches attribution.grad_cam; no hooks left."
+
+
+def _grad_cam_mistakes(model, images, target, layer: str, expected) -> dict:
+    maps, grads = _layer_maps_and_gradients(model, images, target, layer)
+    h, w = maps.shape[-2:]
 
     def enlarge(cam, mode="bilinear", align_corners=False):
         options = {"align_corners": align_corners} if mode == "bilinear" else {}
@@ -1394,9 +1423,8 @@ def _judge_grad_cam(observed, layer: str = "conv4", seed=None) -> str:
             cam[:, None], size=tuple(images.shape[-2:]), mode=mode, **options
         )[:, 0]
 
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    weighted = (weights * maps).sum(dim=1)
-    mistakes = {
+    weighted = (grads.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1)
+    return {
         "Grad-CAM without the ReLU (keep only what speaks for the class: ReLU of the sum)": (
             enlarge(weighted)
         ),
@@ -1420,16 +1448,6 @@ def _judge_grad_cam(observed, layer: str = "conv4", seed=None) -> str:
             model, images, layer=layer
         ),
     }
-    _compare(
-        got,
-        expected,
-        f"Grad-CAM of {layer}",
-        "alpha_k = mean over (i, j) of dS_c/dA^k_ij, L = ReLU(Σ_k alpha_k A^k), enlarged "
-        "bilinearly (align_corners=False) to the image.",
-        mistakes,
-        _pixel,
-    )
-    return f"your Grad-CAM of {layer} matches attribution.grad_cam; no hooks left."
 
 
 check_grad_cam = Check(
@@ -1488,17 +1506,21 @@ def _judge_smoothgrad(observed, method: str = "gradient", seed=None) -> str:
     model, images, target, noise, function = _smoothgrad_case(method, seed)
     maps = torch.stack([function(model, images + e, target) for e in noise])
     samples = len(noise)
-    mistakes = {
-        f"the sum over the {samples} noisy copies, not divided by their number (average them)": (
-            maps.sum(dim=0)
-        ),
-        "the mean of the squared maps (that is SmoothGrad-Squared)": maps.square().mean(dim=0),
-        "the mean of |map| (keep the sign: average the maps themselves)": maps.abs().mean(dim=0),
-        "the map of the clean images (add noise[k] to the images)": function(model, images, target),
-        "the map of the last noisy copy only (accumulate every copy)": maps[-1],
-        "the map of the first noisy copy only (accumulate every copy)": maps[0],
-    }
-    _compare(
+
+    def mistakes() -> dict:
+        return {
+            f"the sum over the {samples} noisy copies, not divided by their number (average "
+            "them)": maps.sum(dim=0),
+            "the mean of the squared maps (that is SmoothGrad-Squared)": maps.square().mean(dim=0),
+            "the mean of |map| (keep the sign: average the maps themselves)": maps.abs().mean(0),
+            "the map of the clean images (add noise[k] to the images)": function(
+                model, images, target
+            ),
+            "the map of the last noisy copy only (accumulate every copy)": maps[-1],
+            "the map of the first noisy copy only (accumulate every copy)": maps[0],
+        }
+
+    _compare_lazily(
         observed["got"],
         maps.mean(dim=0),
         f"SmoothGrad of attribution.{method}",
@@ -1545,8 +1567,12 @@ def _run_signed_step(fn: Callable, seed: int | None = None) -> dict:
     return {"cases": cases, "changes": _changes(model, fresh, "your signed_step")}
 
 
-def _class_gradient(model, image, k: int) -> torch.Tensor:
-    return _score_gradient(model, image[None], torch.tensor([k]))[0]
+def _margin_gradient(model, image, source: int, target: int) -> torch.Tensor:
+    """g = d(S_t - S_c)/dI of one image, plain autograd."""
+    x = image[None].clone().requires_grad_(True)
+    scores = model(x)[0]
+    (g,) = torch.autograd.grad(scores[target] - scores[source], x)
+    return g[0]
 
 
 def _judge_signed_step(observed, seed=None) -> str:
@@ -1560,27 +1586,31 @@ def _judge_signed_step(observed, seed=None) -> str:
             )
         got = _array(case["got"], "your signed_step")
         expected = fooling.fast_gradient_sign(model, image, int(t), epsilon=epsilon).image
-        w_t, w_c = _class_gradient(model, image, int(t)), _class_gradient(model, image, int(c))
-        g = w_t - w_c
+        g = _margin_gradient(model, image, int(c), int(t))
         if got.shape == tuple(expected.shape):
             # Where g is nearly 0, rounding may decide its sign: any of the three steps is right.
             unsure = (g.abs() <= 1e-5 * g.abs().max()).numpy()
-            allowed = [(image + s * epsilon).clamp(0, 1).numpy() for s in (-1.0, 0.0, 1.0)]
+            allowed = [(image + sign * epsilon).clamp(0, 1).numpy() for sign in (-1.0, 0.0, 1.0)]
             fits = np.any([np.abs(got - a) <= 1e-6 for a in allowed], axis=0)
             expected = torch.from_numpy(np.where(unsure & fits, got, expected.double().numpy()))
-        mistakes = {
-            "the gradient of S_t alone (step along the margin S_t - S_c, c the model's class)": (
-                (image + epsilon * w_t.sign()).clamp(0, 1)
-            ),
-            "a step away from the target (I - ε sign(g); the step raises S_t - S_c)": (
-                (image - epsilon * g.sign()).clamp(0, 1)
-            ),
-            "ε times the gradient itself instead of its sign": (image + epsilon * g).clamp(0, 1),
-            "the step without clamping to [0, 1] (an image's pixels stay in [0, 1])": (
-                image + epsilon * g.sign()
-            ),
-        }
-        _compare(
+
+        def mistakes(image=image, t=t, g=g) -> dict:
+            w_t = _score_gradient(model, image[None], torch.tensor([int(t)]))[0]
+            return {
+                "the gradient of S_t alone (step along the margin S_t - S_c, c the model's "
+                "class)": (image + epsilon * w_t.sign()).clamp(0, 1),
+                "a step away from the target (I - ε sign(g); the step raises S_t - S_c)": (
+                    (image - epsilon * g.sign()).clamp(0, 1)
+                ),
+                "ε times the gradient itself instead of its sign": (image + epsilon * g).clamp(
+                    0, 1
+                ),
+                "the step without clamping to [0, 1] (an image's pixels stay in [0, 1])": (
+                    image + epsilon * g.sign()
+                ),
+            }
+
+        _compare_lazily(
             got,
             expected,
             f"signed step (image {i}, class {int(c)} -> {int(t)}, ε = {epsilon:.4g})",
