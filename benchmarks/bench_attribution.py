@@ -2,13 +2,17 @@
 
     python benchmarks/bench_attribution.py            # ShapesNet (batch 64) and VGG11 (batch 8, 224x224)
     python benchmarks/bench_attribution.py --quick    # ShapesNet only
+    python benchmarks/bench_attribution.py --ig-only --threads 1     # integrated gradients only
 
 For each model, the baseline is one forward pass and one backward pass to the input
 (``torch.autograd.grad(score, x)``) on the same batch, timed in the same run. Each method's time
 is printed divided by that baseline. DeepLIFT's budget is that pass plus a forward pass of its
 baseline (one image: the same black image serves the whole batch). Integrated gradients is
-printed per path step; occlusion per occluded window (and as a ratio to one forward pass of one
-image). VGG11 has random weights: speed does not depend on what the weights are.
+printed per path step (goal <= 1.15); its ratio is the median over rounds that each time
+``steps`` baseline passes and, right before or after them, integrated gradients with ``steps``
+steps, so that a shared machine's changing load cancels out (the ratio of the process's CPU
+times is printed too). Occlusion is printed per occluded window (and as a ratio to one forward
+pass of one image). VGG11 has random weights: speed does not depend on what the weights are.
 """
 
 from __future__ import annotations
@@ -36,59 +40,100 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def paired(fn, base_fn, repeat: int, per: int = 1) -> tuple[float, float, float]:
+    """fn against ``per`` runs of base_fn, the same amount of work, one right after the other
+    (in alternating order, so that a trend in the machine's load cancels out). Returns the
+    median seconds of fn / per, the median ratio of wall-clock times and that of the
+    process's CPU times (user + system, all threads)."""
+    fn(), base_fn()  # warm-up
+    seconds, ratios, cpu_ratios = [], [], []
+    for round_ in range(repeat):
+        times = {}
+        for name in ("base", "fn") if round_ % 2 == 0 else ("fn", "base"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            if name == "fn":
+                fn()
+            else:
+                for _ in range(per):
+                    base_fn()
+            times[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+        seconds.append(times["fn"][0] / per)
+        ratios.append(times["fn"][0] / times["base"][0])
+        cpu_ratios.append(times["fn"][1] / times["base"][1])
+    return statistics.median(seconds), statistics.median(ratios), statistics.median(cpu_ratios)
+
+
 def forward_backward(model, x, target):
     x = x.clone().requires_grad_(True)
     score = model(x).gather(1, target[:, None]).sum()
     torch.autograd.grad(score, x)
 
 
-def bench(name, model, x, repeat, ig_steps, window, stride):
+def bench(name, model, x, repeat, ig_steps, window, stride, ig_only=False):
     target = model(x[:1]).argmax(1).expand(len(x)).clone()
     base = median_time(lambda: forward_backward(model, x, target), repeat)
     with torch.no_grad():
         forward_one = median_time(lambda: model(x[:1]), repeat)
     rows = [("forward + backward (baseline)", base, 1.0, "")]
-    for method in (A.gradient, A.saliency, A.input_x_gradient, A.deconvnet, A.guided_backprop):
-        t = median_time(lambda m=method: m(model, x, target), repeat)
-        rows.append((method.__name__, t, t / base, "goal <= 1.25"))
-    t = median_time(lambda: A.deeplift(model, x, target), repeat)
-    budget = base + forward_one
-    rows.append(("deeplift", t, t / base, f"goal <= 1.25 x (fb + fwd(1)) = {1.25 * budget / base:.2f}"))
-    t = median_time(lambda: A.integrated_gradients(model, x, target, steps=ig_steps), 1)
-    rows.append((f"integrated_gradients / step ({ig_steps} steps)", t / ig_steps, t / ig_steps / base, ""))
-    image = x[:2]
-    side = x.shape[-1]
-    positions = len(range(0, side - window + 1, stride)) + ((side - window) % stride != 0)
-    windows = positions**2 * len(image)
-    t = median_time(lambda: occlusion(model, image, target[:2], window=window, stride=stride), 1)
-    rows.append(
-        (
-            f"occlusion / window ({window}x{window}, stride {stride}, {windows} windows)",
-            t / windows,
-            t / windows / forward_one,
-            "ratio to one forward of one image",
+    if not ig_only:
+        for method in (A.gradient, A.saliency, A.input_x_gradient, A.deconvnet, A.guided_backprop):
+            t = median_time(lambda m=method: m(model, x, target), repeat)
+            rows.append((method.__name__, t, t / base, "goal <= 1.25"))
+        t = median_time(lambda: A.deeplift(model, x, target), repeat)
+        budget = base + forward_one
+        rows.append(
+            ("deeplift", t, t / base, f"goal <= 1.25 x (fb + fwd(1)) = {1.25 * budget / base:.2f}")
         )
+    t, ratio, cpu_ratio = paired(
+        lambda: A.integrated_gradients(model, x, target, steps=ig_steps, progress=False),
+        lambda: forward_backward(model, x, target),
+        repeat,
+        per=ig_steps,
     )
+    label = f"integrated_gradients / step ({ig_steps} steps)"
+    note = f"goal <= 1.15; {repeat} paired rounds; CPU-time ratio {cpu_ratio:.2f}"
+    rows.append((label, t, ratio, note))
+    if not ig_only:
+        image = x[:2]
+        side = x.shape[-1]
+        positions = len(range(0, side - window + 1, stride)) + ((side - window) % stride != 0)
+        windows = positions**2 * len(image)
+        t = median_time(
+            lambda: occlusion(model, image, target[:2], window=window, stride=stride), 1
+        )
+        rows.append(
+            (
+                f"occlusion / window ({window}x{window}, stride {stride}, {windows} windows)",
+                t / windows,
+                t / windows / forward_one,
+                "ratio to one forward of one image",
+            )
+        )
     print(f"\n{name}: batch {tuple(x.shape)}, {torch.get_num_threads()} threads")
     print(f"{'method':58s} {'seconds':>9s} {'ratio':>7s}")
     for label, seconds, ratio, note in rows:
-        print(f"{label:58s} {seconds:9.4f} {ratio:7.2f}  {note}")
+        print(f"{label:58s} {seconds:9.4f} {ratio:7.2f}  {note}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="ShapesNet only")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--ig-only", action="store_true", help="only integrated gradients")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     images, _, _ = make_shapes(64, seed=2026)
-    bench("ShapesNet", load_shapes_net(), images, args.repeat, ig_steps=50, window=8, stride=4)
+    bench("ShapesNet", load_shapes_net(), images, args.repeat, 50, 8, 4, args.ig_only)
     if args.quick:
         return
     vgg = torchvision.models.vgg11(weights=None).eval()
     photos = torch.rand(8, 3, 224, 224)
-    bench("VGG11 (random weights)", vgg, photos, max(2, args.repeat // 2), ig_steps=4, window=56, stride=28)
+    repeat = max(2, args.repeat // 2)
+    bench("VGG11 (random weights)", vgg, photos, repeat, 4, 56, 28, args.ig_only)
 
 
 if __name__ == "__main__":

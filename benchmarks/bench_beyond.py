@@ -23,8 +23,8 @@ import time
 import torch
 import torchvision
 
-from lecture_lib import activations, attribution, fooling
-from lecture_lib.class_model import _threads_for, feature_visualization
+from lecture_lib import activations, attribution, fooling, threads
+from lecture_lib.class_model import feature_visualization
 from lecture_lib.data import make_shapes
 from lecture_lib.models import load_shapes_net
 from lecture_lib.targets import Neuron
@@ -81,7 +81,7 @@ def bench_smoothgrad(model, x, samples, repeat):
 def bench_fooling(model, images, repeat):
     with torch.no_grad():
         targets = (model(images).argmax(1) + 1) % 5
-    with _threads_for(images.shape[-1]):  # as fooling_image runs: one thread for small images
+    with threads.policy():  # as fooling_image runs: one thread on a busy machine
         one = median_time(lambda: forward_backward(model, images[:1], targets[:1]), repeat)
     times, steps = [], []
     for image, target in zip(images, targets):

@@ -18,6 +18,10 @@ method                   what it returns
 
 The last two share *summation to delta* (completeness): their attributions add up to
 :math:`f(x) - f(x')`. Pass ``return_gap=True`` to get that sum minus the difference as well.
+
+Every method also works inside ``torch.no_grad()`` or ``torch.inference_mode()``; inputs of
+another floating dtype than the model (float64 for a float32 model) are converted, and the
+result comes back in the inputs' dtype and on their device.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from .rules import check_rule, record_references, use_rescale, use_rule
 from .targets import (
     Neuron,
     baseline_batch,
+    class_indices,
     explaining,
     finish,
     fix_target,
+    gradients_on,
     prepare,
     score,
     target_indices,
@@ -45,10 +51,11 @@ def _backward(
     """``d f / d inputs`` for every example, the ReLUs following ``rule`` (None: plain autograd).
 
     Each example's f depends on that example only, so the gradient of ``f.sum()`` holds every
-    example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters).
+    example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters),
+    also when the caller runs in ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
-    batch = batch.requires_grad_(True)
-    with explaining(model):
+    with gradients_on(), explaining(model):
+        batch = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
         if rule is None:
             f, _ = score(model, batch, target, method)
         else:
@@ -57,9 +64,25 @@ def _backward(
             if mode.relu_calls == 0 and rule != "gradient":
                 raise ValueError(
                     f"{method}: the model has no ReLU, so the {rule!r} rule would equal the plain "
-                    "gradient. It explains networks with ReLU activations (nn.ReLU or F.relu)."
+                    "gradient. It explains networks with ReLU activations (nn.ReLU, F.relu, "
+                    "x.clamp(min=0), ...)."
                 )
-        (grad,) = torch.autograd.grad(f.sum(), batch)
+        grad = _input_gradient(f, batch, method)
+    return grad
+
+
+def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.Tensor:
+    """``d f.sum() / d batch``, or a clear error when f does not depend on it differentiably."""
+    grad = None
+    if f.requires_grad:
+        (grad,) = torch.autograd.grad(f.sum(), batch, allow_unused=True)
+    if grad is None:
+        raise ValueError(
+            f"{method}: the model's output does not depend on the inputs through differentiable "
+            "operations (its forward detaches a tensor, casts it to an integer type or runs "
+            "under torch.no_grad()), so there is no gradient to explain it with. Remove that "
+            "from the model's forward."
+        )
     return grad
 
 
@@ -92,7 +115,7 @@ def saliency(
         m = w.sum(dim=1)
     else:
         m = w.pow(2).sum(dim=1).sqrt()
-    return finish(m, inputs, single)
+    return finish(m, inputs, min(single, 1))  # the map has no channel axis to drop
 
 
 def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
@@ -142,13 +165,19 @@ def _with_gap(model, attributions, batch, reference, target, inputs, single, ret
     return result, finish(gap, inputs, single)
 
 
+# Path points per pass of integrated gradients: about this many input values. A pass of a
+# whole batch costs one forward + backward; far larger passes cost more per image on a CPU
+# (their activations no longer fit the memory allocator's reuse: 1.7x per image at 256 shapes).
+PASS_VALUES = 2**20
+
+
 def integrated_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
     target=None,
     baseline=None,
     steps: int = 50,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     return_gap: bool = False,
     progress: bool | None = None,
 ):
@@ -157,7 +186,10 @@ def integrated_gradients(
     .. math:: IG_i(x) = (x_i - x'_i) \int_0^1 \frac{\partial f(x' + \alpha (x - x'))}{\partial x_i}\, d\alpha
 
     computed with the midpoint rule, :math:`\alpha_k = (k + 1/2) / m` for ``steps`` m, with up to
-    ``batch_size`` path points per forward pass (a progress bar when there are many passes).
+    ``batch_size`` path points per forward pass, and at least one step of the whole batch (a
+    progress bar when there are many passes). By default (``None``) a pass holds as many steps
+    as fit in about ``PASS_VALUES`` input values: one step of a batch of 64 shapes or of
+    photos, all 50 steps of one shape.
     The attributions add up to f(x) - f(x') up to the quadrature error; ``return_gap=True``
     also returns, per example, :math:`\sum_i IG_i - (f(x) - f(x'))`.
     """
@@ -165,22 +197,35 @@ def integrated_gradients(
         raise ValueError(
             f"integrated_gradients: steps must be a positive int, got steps={steps!r}."
         )
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(
+            "integrated_gradients: batch_size must be a positive int (path points per pass) or "
+            f"None, got batch_size={batch_size!r}."
+        )
     batch, single = prepare(model, inputs, "integrated_gradients")
-    reference = baseline_batch(baseline, batch, "integrated_gradients").expand_as(batch)
-    with explaining(model):
-        _, target = fix_target(model, batch, target, "integrated_gradients")
-    n = batch.shape[0]
-    alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
-    chunks = alphas.split(max(1, batch_size // n))
-    show = progress if progress is not None else len(chunks) > 20
-    total = torch.zeros_like(batch)
-    for chunk in tqdm(chunks, desc="integrated gradients", disable=not show, leave=False):
-        alpha = chunk.view(-1, *[1] * batch.ndim)
-        points = (reference + alpha * (batch - reference)).reshape(-1, *batch.shape[1:])
-        repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
-        grads = _backward(model, points, repeated, "integrated_gradients")
-        total += grads.view(len(chunk), *batch.shape).sum(dim=0)
-    attributions = (batch - reference) * total / steps
+    with gradients_on(), explaining(model):
+        reference = baseline_batch(baseline, batch, "integrated_gradients").expand_as(batch)
+        n = batch.shape[0]
+        if target is None:  # the predicted class of x itself, not of the points on the path
+            _, target = fix_target(model, batch, target, "integrated_gradients")
+        elif not isinstance(target, Neuron):  # checked against the classes by the first pass
+            target = class_indices(target, n, "integrated_gradients")
+        points_per_pass = batch_size or max(n, PASS_VALUES // batch[0].numel())
+        alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
+        chunks = alphas.split(max(1, points_per_pass // n))
+        show = progress if progress is not None else len(chunks) > 20
+        difference = batch - reference
+        total = torch.zeros_like(batch)
+        for chunk in tqdm(chunks, desc="integrated gradients", disable=not show, leave=False):
+            alpha = chunk.view(-1, *[1] * batch.ndim)
+            points = (reference + alpha * difference).flatten(0, 1)
+            repeated = target if isinstance(target, Neuron) else target.repeat(len(chunk))
+            grads = _backward(model, points, repeated, "integrated_gradients")
+            grads = grads.view(len(chunk), *batch.shape)
+            total += grads[0] if len(chunk) == 1 else grads.sum(dim=0)
+        attributions = difference * total / steps
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
 
 
@@ -198,6 +243,10 @@ def deeplift(
     (``rules.use_rescale``). Then :math:`C_i = m_i (x_i - x'_i)` and, for any network of conv,
     linear, ReLU and max-pool layers, :math:`\sum_i C_i = f(x) - f(x')` (summation to delta)
     up to rounding. ``return_gap=True`` also returns that sum minus the difference.
+    Every other operation on the input's path must be linear (its multiplier is its gradient:
+    sums, scaling by constants, average pooling, batch norm in eval mode, reshaping...);
+    anything else (sigmoid, softmax, LayerNorm, ``x * x``, a global max) raises
+    NotImplementedError naming the operation and its layer, rather than a wrong map.
     A baseline shared by all examples (None, a number, one image) is run once.
     """
     if isinstance(target, Neuron) and target.reduce != "sum":
@@ -206,17 +255,17 @@ def deeplift(
             "a nonlinearity without a rescale rule); pass Neuron(layer, channel, reduce='sum')."
         )
     batch, single = prepare(model, inputs, "deeplift")
-    reference = baseline_batch(baseline, batch, "deeplift")
-    with explaining(model):
+    with gradients_on(), explaining(model):
+        reference = baseline_batch(baseline, batch, "deeplift")
         with record_references() as recorded:
             model(reference)
         x = batch.clone().requires_grad_(True)
-        with use_rescale(recorded.records):
+        with use_rescale(recorded.records, x, model):
             f, logits = score(model, x, target, "deeplift")
-        (multipliers,) = torch.autograd.grad(f.sum(), x)
+        multipliers = _input_gradient(f, x, "deeplift")
+        attributions = multipliers * (batch - reference)
     if not isinstance(target, Neuron):
         target = target_indices(target, logits, "deeplift")
-    attributions = multipliers * (batch - reference)
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
 
 

@@ -32,8 +32,7 @@ keep the image readable; ``activations.top_patches`` answers it from data instea
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -67,6 +66,7 @@ def visualize(
     channels: int = 3,
     device: str | torch.device | None = None,
     progress: bool | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The class model of ``target``: gradient ascent on the image I for
 
@@ -100,6 +100,10 @@ def visualize(
         size, channels: the image is ``[channels, size, size]`` (ShapesNet: 3 x 64 x 64).
         device: where to optimise (default: the model's device).
         progress: show a progress bar; ``None`` shows one only for more than 1000 steps.
+        callback: called after each step with ``(step, image, scores[:step])`` (``step``
+            counts from 1; ``image`` is the optimised image, to be copied, not changed), to
+            watch the ascent as it goes. The first ``k`` steps of a longer run are the same
+            computation as a run of ``k`` steps.
 
     Returns:
         ``(image, scores)``: the image ``[channels, size, size]`` in [0, 1] on the CPU, and
@@ -135,7 +139,7 @@ def visualize(
     image = start.clamp(0, 1).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=lr)
     scores = torch.empty(steps)
-    with explaining(model), _threads_for(size):
+    with explaining(model):  # on one thread when the machine is busy (lecture_lib.threads)
         _check_target(model, image, target, method)
         show = progress if progress is not None else steps > 1000
         for step in tqdm(range(steps), desc=method, disable=not show):
@@ -150,27 +154,9 @@ def visualize(
                     image.copy_(_blur(image, blur_sigma))
                 image.clamp_(0, 1)
                 scores[step] = score(model, image[None], target, method)[0][0]
+            if callback is not None:
+                callback(step + 1, image.detach(), scores[: step + 1])
     return image.detach().cpu(), scores
-
-
-SINGLE_THREAD_UP_TO = 64
-"""Images up to this side are optimised on one CPU thread (see ``_threads_for``)."""
-
-
-@contextmanager
-def _threads_for(size: int) -> Iterator[None]:
-    """One CPU thread while optimising a small image, torch's setting restored afterwards.
-
-    Each step on one 64 x 64 image is a few hundred tiny operations; spread over several threads
-    they gain nothing and, when another program keeps a core busy, the threads wait for each
-    other at every operation (measured: a notebook's class models took 545 s instead of 19 s)."""
-    threads = torch.get_num_threads()
-    if size <= SINGLE_THREAD_UP_TO:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _one_target(target, method: str) -> int | Neuron:
@@ -330,7 +316,7 @@ def feature_visualization(
 
     optimizer = torch.optim.Adam([x], lr=lr)
     scores = torch.empty(steps, len(targets))
-    with explaining(model), _threads_for(size):
+    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
         with torch.no_grad():
             _check_activities(model, image_of(x), targets, method)
         show = progress if progress is not None else steps > 1000

@@ -11,12 +11,17 @@ pixels are the object, the course can check where an explanation points.
     masks:  bool    [64, 64, 64]     True on the object's pixels
 
 The same arguments always give the same tensors, whatever the global random state.
+
+``make_shortcut_shapes`` gives the same shapes with a small coloured mark in a corner whose
+colour gives the class away (or lies about it), and the mark's mask: the data of a network
+that cheats.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -197,6 +202,121 @@ def _object_colour(background: torch.Tensor, uniform) -> torch.Tensor:
     colour[brighten] = 0.55 + 0.45 * colour[brighten]
     colour[darken] = 0.45 * colour[darken]
     return colour
+
+
+# --- the shortcut variant: a mark that gives the class away --------------------------------
+
+MARKS: tuple[str, ...] = ("honest", "lying", "none")
+"""What the mark of ``make_shortcut_shapes`` says: the object's own class, another class, or
+nothing (no mark at all)."""
+
+MARK_COLOURS = torch.tensor(
+    [
+        [0.95, 0.10, 0.10],  # circle: red
+        [0.10, 0.85, 0.15],  # square: green
+        [0.15, 0.25, 0.95],  # triangle: blue
+        [0.95, 0.90, 0.10],  # cross: yellow
+        [0.90, 0.15, 0.90],  # star: magenta
+    ]
+)
+"""The colour of each class's mark, one row per class of ``CLASSES`` (RGB in [0, 1])."""
+
+MARK_SIZE = 3
+"""The side of the square mark in pixels."""
+
+MARK_INSET = 1
+"""Pixels between the mark and the image's left and bottom borders."""
+
+_MARK_STREAM = 1_000_003  # tells the marks' random stream apart from the images'
+
+
+class ShortcutShapes(NamedTuple):
+    """What ``make_shortcut_shapes`` returns: five tensors, by name or unpacked in this order."""
+
+    images: torch.Tensor
+    """float32 ``[n, 3, size, size]`` in [0, 1]: the shapes with their mark."""
+    labels: torch.Tensor
+    """int64 ``[n]``: the object's class (the truth)."""
+    masks: torch.Tensor
+    """bool ``[n, size, size]``: the object's visible pixels."""
+    mark_masks: torch.Tensor
+    """bool ``[n, size, size]``: the mark's pixels (all False with ``marks="none"``)."""
+    mark_labels: torch.Tensor
+    """int64 ``[n]``: the class whose colour the mark carries (-1 with ``marks="none"``)."""
+
+
+def make_shortcut_shapes(
+    n: int, *, seed: int = 0, size: int = 64, marks: str = "honest"
+) -> ShortcutShapes:
+    """The shapes of ``make_shapes(n, seed=seed, size=size)`` with a small coloured mark in the
+    bottom-left corner whose colour gives the class away: a shortcut that a network can learn
+    instead of the shape, like the source tag in the corner of photographs (Lapuschkin et al.
+    2019).
+
+    The mark is a ``MARK_SIZE`` x ``MARK_SIZE`` square (3 x 3 pixels: 9 of 4,096),
+    ``MARK_INSET`` pixel from the left and bottom borders, where the object never reaches on
+    64 x 64 images. Its colour is ``MARK_COLOURS[k]`` (plus the images' sensor noise) of a
+    class ``k``:
+
+    - ``marks="honest"``: the object's own class, as in the training data of the cheating
+      network (``models.load_shortcut_net``);
+    - ``marks="lying"``: another class, the same one for the same seed (the object's class plus
+      1 to 4, modulo 5);
+    - ``marks="none"``: no mark; the images are exactly ``make_shapes``'s.
+
+    The three variants of one seed share everything else (objects, background, noise): they
+    differ only in the mark's pixels.
+
+    Returns:
+        ``ShortcutShapes(images, labels, masks, mark_masks, mark_labels)``, see its fields.
+        ``masks`` are the object's pixels that the mark leaves visible (on 64 x 64 images, all of
+        them).
+    """
+    if marks not in MARKS:
+        raise ValueError(
+            f"make_shortcut_shapes: marks must be one of {', '.join(map(repr, MARKS))}, got "
+            f"marks={marks!r}."
+        )
+    images, labels, masks = make_shapes(n, seed=seed, size=size)
+    shift, noise = _mark_draws(n, seed)
+    mark_masks = mark_mask(size).expand(n, size, size).clone()
+    if marks == "none":
+        return ShortcutShapes(
+            images, labels, masks, torch.zeros_like(mark_masks), torch.full_like(labels, -1)
+        )
+    mark_labels = labels if marks == "honest" else (labels + shift) % len(CLASSES)
+    colour = MARK_COLOURS[mark_labels][:, None, :] + noise  # [n, MARK_SIZE**2, 3]
+    marked = images.permute(0, 2, 3, 1).clone()  # [n, size, size, 3]: pixels in row-major order
+    marked[mark_masks] = colour.clamp(0.0, 1.0).reshape(-1, 3)
+    marked = marked.permute(0, 3, 1, 2).contiguous()
+    return ShortcutShapes(marked, labels, masks & ~mark_masks, mark_masks, mark_labels)
+
+
+def mark_mask(size: int = 64) -> torch.Tensor:
+    """Where the mark of ``make_shortcut_shapes`` sits: bool ``[size, size]``, True on the
+    ``MARK_SIZE`` x ``MARK_SIZE`` square ``MARK_INSET`` pixel from the left and bottom borders."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:
+        raise ValueError(
+            f"mark_mask: size must be an int of at least {MIN_SIZE} pixels, got size={size!r}."
+        )
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    bottom = size - MARK_INSET
+    mask[bottom - MARK_SIZE : bottom, MARK_INSET : MARK_INSET + MARK_SIZE] = True
+    return mask
+
+
+def _mark_draws(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The marks' random draws, chunk by chunk like the images (image ``i`` gets the same mark
+    whatever ``n``): the shift of a lying mark's class (1..4) and the sensor noise on the mark's
+    pixels ``[n, MARK_SIZE**2, 3]``."""
+    shifts, noises = [], []
+    for start in range(0, n, _CHUNK):
+        m = min(start + _CHUNK, n) - start
+        state = np.random.SeedSequence([seed, start // _CHUNK, _MARK_STREAM]).generate_state(1)
+        gen = torch.Generator().manual_seed(int(state[0]))
+        shifts.append(torch.randint(1, len(CLASSES), (m,), generator=gen))
+        noises.append(0.03 * torch.randn(m, MARK_SIZE**2, 3, generator=gen))
+    return torch.cat(shifts), torch.cat(noises)
 
 
 # --- display helpers ------------------------------------------------------------------------

@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .class_model import _threads_for
 from .targets import Neuron, as_batch, explaining, model_device, target_indices
 
 GREY_LEVEL = 1 / 255
@@ -236,7 +235,7 @@ def fooling_image(
     allowed = _pixel_mask(pixels, batch, method)
     image = batch.clone()
     steps = torch.zeros(len(batch), dtype=torch.long, device=batch.device)
-    with explaining(model), _threads_for(batch.shape[-1]):
+    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
         source, target = _classes(model, batch, target, method)
         show = progress if progress is not None else max_steps > 200
         for _ in tqdm(range(max_steps), desc=method, disable=not show, leave=False):
@@ -287,7 +286,7 @@ def fast_gradient_sign(
     _check_number(max_epsilon, "max_epsilon", method)
     batch, single = _images(model, inputs, method)
     allowed = _pixel_mask(pixels, batch, method)
-    with explaining(model), _threads_for(batch.shape[-1]):
+    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
         source, target = _classes(model, batch, target, method)
         direction = _margin_gradient(model, batch, source, target).sign() * allowed
         if epsilon is None:

@@ -2,8 +2,10 @@
 
 ``ShapesNet`` is a small ConvNet made of exactly the lecture's layer types (convolution, ReLU,
 max-pooling, linear), trained on the shapes data set and shipped with the package, so every
-notebook and test runs offline. ``load_imagenet`` is an opt-in for instructors who have
-torchvision's ImageNet weights (VGG16 and friends) and want natural photographs.
+notebook and test runs offline. ``load_shortcut_net`` is the same architecture trained on shapes
+with a mark that gives the class away: a network that cheats. ``load_imagenet`` is an opt-in
+for instructors who have torchvision's ImageNet weights (VGG16 and friends) and want natural
+photographs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from .data import CLASSES
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "shapes_net.pt"
 REBUILD_COMMAND = (
     f"python -m lecture_lib.train --out {WEIGHTS_PATH.relative_to(Path(__file__).parent.parent)}"
+)
+SHORTCUT_WEIGHTS_PATH = Path(__file__).parent / "weights" / "shortcut_net.pt"
+SHORTCUT_REBUILD_COMMAND = (
+    "python -m lecture_lib.train --shortcut --out "
+    f"{SHORTCUT_WEIGHTS_PATH.relative_to(Path(__file__).parent.parent)}"
 )
 
 
@@ -78,6 +85,31 @@ def load_shapes_net(
         raise RuntimeError(
             f"The ShapesNet weights at {path} could not be loaded ({type(error).__name__}: "
             f"{error}). Rebuild them with: {REBUILD_COMMAND}"
+        ) from error
+    return model.to(device).eval()
+
+
+def load_shortcut_net(
+    device: str | torch.device = "cpu", path: str | Path | None = None
+) -> ShapesNet:
+    """The network that cheats, in eval mode on ``device``: a ``ShapesNet`` trained on shapes
+    whose small corner mark always tells the class (``data.make_shortcut_shapes``). It learned
+    the mark's colour instead of the shapes: right with honest marks, wrong when the mark lies
+    (the accuracies are in the README and in tests/test_shortcut.py)."""
+    path = Path(path) if path is not None else SHORTCUT_WEIGHTS_PATH
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The weights of the shortcut network are missing: no file at {path}. "
+            f"Rebuild them with: {SHORTCUT_REBUILD_COMMAND}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = ShapesNet()
+        model.load_state_dict(state)
+    except Exception as error:  # a truncated, foreign or otherwise corrupt file
+        raise RuntimeError(
+            f"The weights of the shortcut network at {path} could not be loaded "
+            f"({type(error).__name__}: {error}). Rebuild them with: {SHORTCUT_REBUILD_COMMAND}"
         ) from error
     return model.to(device).eval()
 

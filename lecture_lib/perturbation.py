@@ -9,15 +9,20 @@ numbers, the explained score f (``targets``) before and after:
 ``occlusion``
     Zeiler & Fergus's occlusion experiment: slide a square window over the image, grey (or
     black) it out, and record how much the score drops. Each pixel gets the mean drop of the
-    windows that cover it.
+    windows that cover it. A window changes only a small part of each layer's input, so for
+    networks of convolutions, ReLUs and max-poolings (ShapesNet, VGG) each layer is
+    recomputed only where the window reaches (``incremental``: for 8 x 8 windows on
+    ShapesNet, 5.6 times fewer multiply-adds than whole forward passes); ``occlusion_plan``
+    says how, layer by layer.
 ``single_feature``
     Remove one input feature at a time: the lecture's "requires 2 passes" per feature. Meant
     for small inputs such as ``saturation.SaturatingToy``, where it shows the other weakness on
     the slide: it "may underestimate the importance of features that have saturated their
     contribution to the output".
 
-The perturbed copies run through the model ``batch_size`` at a time, so memory stays bounded;
-a progress bar appears when there are many forward passes (more than 20) or ``progress=True``.
+The perturbed copies (or windows) run through the model ``batch_size`` at a time, so memory
+stays bounded; a progress bar appears when there are many forward passes (more than 20) or
+``progress=True``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .targets import baseline_batch, explaining, finish, fix_target, prepare, score, select
+from . import incremental as _incremental
+from .targets import (
+    as_batch,
+    baseline_batch,
+    explaining,
+    finish,
+    fix_target,
+    prepare,
+    score,
+    select,
+)
 
 MAX_FEATURES = 100_000
 """``single_feature`` refuses examples with more features than this (use ``occlusion``)."""
@@ -67,6 +82,7 @@ def occlusion(
     baseline=0.0,
     batch_size: int = 256,
     progress: bool | None = None,
+    incremental: bool | None = None,
 ) -> torch.Tensor:
     r"""Occlusion sensitivity (Zeiler & Fergus 2013) ``[N, H, W]``: how much the target score
     drops when a square of the image is hidden.
@@ -78,6 +94,12 @@ def occlusion(
               A_{ij} = \operatorname{mean}_{w \ni (i, j)} \Delta f_w
 
     A positive :math:`A_{ij}` means hiding the pixel lowers the score: it spoke *for* the class.
+
+    How :math:`f(x_{\setminus w})` is computed: a network of convolutions, ReLUs and
+    max-poolings followed by flatten and linear layers (ShapesNet, VGG) recomputes each layer
+    only where the window reaches (``lecture_lib.incremental``, Krypton's incremental
+    inference); any other network runs every occluded image through the whole network.
+    Both give the same map up to rounding; ``occlusion_plan`` says which one is used and why.
 
     Args:
         model: the network, left as it came.
@@ -92,21 +114,62 @@ def occlusion(
             input's shape (one for all, or one per image) whose pixels are copied in.
         batch_size: occluded copies per forward pass (bounds the memory used).
         progress: show a progress bar; ``None`` shows one when there are more than 20 passes.
+        incremental: ``None`` recomputes incrementally when the model allows it and the
+            windows leave enough to save, ``False`` always runs whole occluded images,
+            ``True`` insists on the incremental path (and says why when the model does not
+            allow it).
 
     Returns:
         ``[N, H, W]`` (``[H, W]`` for one image), on the inputs' device.
     """
     method = "occlusion"
     batch, single = prepare(model, inputs, method)
+    n, _, height, width = _check_occlusion_arguments(batch, inputs, window, stride, method)
+    _check_positive_int(batch_size, "batch_size", method)
+    if incremental not in (None, True, False):
+        raise ValueError(f"{method}: incremental must be None, True or False, got {incremental!r}.")
+    reference = baseline_batch(baseline, batch, method).expand_as(batch)
+
+    with explaining(model), torch.no_grad():
+        f_x, target = fix_target(model, batch, target, method)
+        route = _incremental.plan(model, batch.shape[1:], window, stride, target)
+        if incremental and not route.possible:
+            raise ValueError(
+                f"{method}: incremental=True, but this model cannot be recomputed incrementally "
+                f"{route.reason}. Use incremental=None to fall back to whole forward passes."
+            )
+        use = route.incremental if incremental is None else incremental
+        run = _incremental_scores if use else _full_scores
+        f_occluded = run(model, batch, reference, target, route, batch_size, progress, method)
+    drops = (f_x[:, None] - f_occluded).view(n, len(route.rows), len(route.cols))
+    return finish(_spread(drops, route, height, width), inputs, single)
+
+
+def occlusion_plan(
+    model: nn.Module, inputs: torch.Tensor, target=None, window: int = 8, stride: int = 4
+) -> _incremental.Plan:
+    """How ``occlusion`` computes the occluded images of ``inputs``: ``plan.incremental`` is
+    ``True`` when layers are recomputed only where a window reaches; otherwise
+    ``plan.fallback`` says why every occluded image runs through the whole network.
+    ``plan.reason`` says where (and why) the whole map is recomputed; ``print(plan)`` shows the
+    changed region of every layer. The model is left as it came."""
+    method = "occlusion_plan"
+    batch, _ = as_batch(inputs, method)
+    _check_occlusion_arguments(batch, inputs, window, stride, method)
+    with explaining(model):
+        return _incremental.plan(model, batch.shape[1:], window, stride, target)
+
+
+def _check_occlusion_arguments(batch, inputs, window, stride, method: str) -> tuple[int, ...]:
+    """``batch.shape`` after checking that it holds images and that window and stride fit."""
     if batch.ndim != 4:
         raise ValueError(
             f"{method}: expects images [N, C, H, W] or one image [C, H, W], "
             f"got inputs of shape {tuple(inputs.shape)}."
         )
-    n, _, height, width = batch.shape
+    _, _, height, width = batch.shape
     _check_positive_int(window, "window", method)
     _check_positive_int(stride, "stride", method)
-    _check_positive_int(batch_size, "batch_size", method)
     if window > min(height, width):
         raise ValueError(
             f"{method}: window={window} is larger than the image ({height} x {width} pixels); "
@@ -117,31 +180,51 @@ def occlusion(
             f"{method}: stride={stride} is larger than window={window}, so some pixels would "
             "lie under no window; choose stride <= window."
         )
-    reference = baseline_batch(baseline, batch, method).expand_as(batch)
+    return tuple(batch.shape)
 
-    rows = torch.tensor(window_positions(height, window, stride), device=batch.device)
-    cols = torch.tensor(window_positions(width, window, stride), device=batch.device)
-    in_row = _covers(rows, height, window)  # [R, H]: window row r covers pixel row i
-    in_col = _covers(cols, width, window)  # [S, W]
-    # how many windows cover each pixel: (row windows covering i) x (column windows covering j)
-    counts = in_row.sum(0).to(batch.dtype)[:, None] * in_col.sum(0).to(batch.dtype)[None, :]
 
-    # every (image, window) pair, flattened: pair p is image p // W_n, window p % W_n
+def _full_scores(model, batch, reference, target, route, batch_size, progress, method):
+    """f of every occluded image ``[N, windows]``, each run through the whole network."""
+    n, _, height, width = batch.shape
+    rows = torch.tensor(route.rows, device=batch.device)
+    cols = torch.tensor(route.cols, device=batch.device)
+    in_row, in_col = _covers(rows, height, route.window), _covers(cols, width, route.window)
     n_windows = len(rows) * len(cols)
-    pairs = torch.arange(n * n_windows, device=batch.device)
-    chunks = pairs.split(batch_size)
+    # every (image, window) pair, flattened: pair p is image p // n_windows, window p % n_windows
+    chunks = torch.arange(n * n_windows, device=batch.device).split(batch_size)
     show = progress if progress is not None else len(chunks) > SHOW_PROGRESS_ABOVE
-    drops = torch.zeros(n, height, width, dtype=batch.dtype, device=batch.device)
-    with explaining(model), torch.no_grad():
-        f_x, target = fix_target(model, batch, target, method)
-        for chunk in tqdm(chunks, desc=method, disable=not show, leave=False):
-            examples, windows = chunk // n_windows, chunk % n_windows
-            hidden = in_row[windows // len(cols), :, None] & in_col[windows % len(cols), None, :]
-            occluded = torch.where(hidden[:, None], reference[examples], batch[examples])
-            f_occluded, _ = score(model, occluded, select(target, examples), method)
-            drop = f_x[examples] - f_occluded
-            drops.index_add_(0, examples, drop[:, None, None] * hidden)
-    return finish(drops / counts, inputs, single)
+    scores = torch.empty(n * n_windows, dtype=batch.dtype, device=batch.device)
+    for chunk in tqdm(chunks, desc=method, disable=not show, leave=False):
+        examples, windows = chunk // n_windows, chunk % n_windows
+        hidden = in_row[windows // len(cols), :, None] & in_col[windows % len(cols), None, :]
+        occluded = torch.where(hidden[:, None], reference[examples], batch[examples])
+        scores[chunk], _ = score(model, occluded, select(target, examples), method)
+    return scores.view(n, n_windows)
+
+
+def _incremental_scores(model, batch, reference, target, route, batch_size, progress, method):
+    """f of every occluded image ``[N, windows]``, recomputed only where each window reaches."""
+    chunks = math.ceil(len(route.rows) * len(route.cols) / batch_size)
+    show = progress if progress is not None else len(batch) * chunks > SHOW_PROGRESS_ABOVE
+    with tqdm(total=len(batch) * chunks, desc=method, disable=not show, leave=False) as bar:
+        return torch.stack(
+            [
+                _incremental.occluded_scores(route, image, ref, int(c), batch_size, bar)
+                for image, ref, c in zip(batch, reference, target)
+            ]
+        )
+
+
+def _spread(drops: torch.Tensor, route, height: int, width: int) -> torch.Tensor:
+    """Each pixel's mean drop over the windows that cover it: ``drops`` ``[N, R, S]`` (window
+    at row position r, column position s) to maps ``[N, H, W]``."""
+    rows = torch.tensor(route.rows, device=drops.device)
+    cols = torch.tensor(route.cols, device=drops.device)
+    in_row = _covers(rows, height, route.window).to(drops.dtype)  # [R, H]
+    in_col = _covers(cols, width, route.window).to(drops.dtype)  # [S, W]
+    total = in_row.T @ drops @ in_col  # sum over the windows covering (i, j)
+    counts = in_row.sum(0)[:, None] * in_col.sum(0)[None, :]
+    return total / counts
 
 
 def _covers(starts: torch.Tensor, side: int, window: int) -> torch.Tensor:

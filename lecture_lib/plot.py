@@ -16,14 +16,22 @@ How an attribution map is coloured (``map_style``):
   of :math:`|a|` (so one extreme pixel does not wash out the rest);
 - magnitudes (every value :math:`\ge 0`): the sequential ``"magma"`` from 0 to v;
 - a 3-channel attribution ``[3, H, W]`` is summed over the colour channels (``reduce="sum"``,
-  which keeps the sign), or reduced to :math:`\max_c |a_c|` (``"max"``, Simonyan's saliency),
-  or shown as an RGB image :math:`0.5 + a / (2v)` (``"rgb"``, the classic guided backprop look).
+  which keeps the sign), or reduced to :math:`\max_k |a_k|` over the colour channels k
+  (``"max"``, Simonyan's saliency), or shown as an RGB image :math:`0.5 + a / (2v)` (``"rgb"``,
+  the classic guided backprop look).
+
+Every grid of maps carries a labelled colour scale: either the maps share one limit v
+(``scale="column"`` or ``"all"``) and the colorbar gives its values, or each map has its own v
+(``scale="own"``) and the colorbar says so, with ticks "-max", "0", "max". Figures are at most
+``MAX_WIDTH`` inches wide, so that JupyterLab shows them at full size.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +54,23 @@ SEQUENTIAL = "magma"
 
 REDUCTIONS: tuple[str, ...] = ("sum", "max", "rgb")
 """How a 3-channel attribution becomes a picture (see the module's docstring)."""
+
+SCALES: tuple[str, ...] = ("own", "column", "all")
+"""Colour limits of a grid of maps: each map its own, one per method (column), one for all."""
+
+MAX_WIDTH = 9.6
+"""The widest figure, in inches, that JupyterLab shows at full size: its output area is about
+970 pixels wide in a 1400-pixel window, and figures are drawn at 100 dots per inch."""
+
+OWN_SCALE = "each map: own scale"
+"""The colorbar label of a grid whose maps each have their own limits."""
+
+OWN_RANGE = "colours: each map from its own minimum (darkest) to its own maximum (brightest)"
+"""The note under a grid of feature maps that are each scaled to their own range."""
+
+DARK_IMAGE = 0.4
+"""Under a map of magnitudes an overlay shows the image this bright at most (0: black, 1: as
+it is), so that pixels without attribution look dark, like the low end of ``SEQUENTIAL``."""
 
 RULE_FORMULAS = {
     "gradient": r"$(f^l > 0)\, R^{l+1}$",
@@ -197,8 +222,10 @@ def show_images(
     cmap: str = "gray",
     rescale: bool = False,
     size: float = 2.0,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
-    """A grid of images, ``ncols`` per row, ``size`` inches each.
+    """A grid of images, ``ncols`` per row, ``size`` inches each (less if a row would be wider
+    than ``max_width``).
 
     RGB images must lie in [0, 1]; ``rescale=True`` stretches each image to [0, 1] first
     (min-max), e.g. for a class model image. Grey images use ``cmap`` on their own range.
@@ -214,11 +241,12 @@ def show_images(
                 f"{picture.max():.3g}], outside [0, 1]. Pass rescale=True to stretch each image "
                 "to [0, 1], or draw an attribution with heatmap()."
             )
+    size = _fit_width(size, min(_check_ncols(ncols, "show_images"), len(pictures)), max_width)
     fig, axes = _grid(len(pictures), ncols, size, "show_images")
     for k, (ax, picture) in enumerate(zip(axes, pictures)):
         draw_image(ax, np.clip(picture, 0, 1) if picture.ndim == 3 else picture, cmap=cmap)
         if titles is not None:
-            ax.set_title(titles[k])
+            _fit_title(ax, titles[k], width=size)
     return fig
 
 
@@ -259,16 +287,19 @@ def map_style(
     reduce: str = "sum",
     cmap: str | None = None,
     function: str = "map_style",
+    vmax: float | None = None,
 ) -> MapStyle:
     r"""The values, colormap and limits with which ``attribution`` is drawn.
 
     ``attribution`` is one map ``[H, W]``, ``[1, H, W]`` or ``[3, H, W]``. ``signed=None``
     decides by the values (any negative: signed); ``signed=False`` on a map with negative values
-    shows the magnitudes :math:`|a|`. ``cmap`` replaces the default colormap.
+    shows the magnitudes :math:`|a|`. ``cmap`` replaces the default colormap. ``vmax`` fixes the
+    limit v (instead of the ``clip``-th percentile), e.g. to draw several maps on one scale.
     """
     a = _array(attribution, "attribution", function)
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 100:
         raise ValueError(f"{function}: clip must be a percentile in (0, 100], got clip={clip!r}.")
+    vmax = _check_vmax(vmax, function)
     if reduce not in REDUCTIONS:
         raise ValueError(
             f"{function}: reduce must be one of {', '.join(map(repr, REDUCTIONS))}, "
@@ -278,7 +309,7 @@ def map_style(
         a = a[0]
     if a.ndim == 3 and a.shape[0] == 3:
         if reduce == "rgb":
-            v = _limit(np.abs(a), clip)
+            v = vmax or _limit(np.abs(a), clip)
             rgb = np.clip(0.5 + a / (2 * v), 0.0, 1.0).transpose(1, 2, 0)
             return MapStyle(rgb, None, 0.0, 1.0, signed=True)
         a = a.sum(axis=0) if reduce == "sum" else np.abs(a).max(axis=0)
@@ -296,10 +327,21 @@ def map_style(
     if signed is None:
         signed = bool((a < 0).any())
     if signed:
-        v = _limit(np.abs(a), clip)
+        v = vmax or _limit(np.abs(a), clip)
         return MapStyle(a, cmap or DIVERGING, -v, v, signed=True)
     a = np.abs(a)
-    return MapStyle(a, cmap or SEQUENTIAL, 0.0, _limit(a, clip), signed=False)
+    return MapStyle(a, cmap or SEQUENTIAL, 0.0, vmax or _limit(a, clip), signed=False)
+
+
+def _check_vmax(vmax, function: str) -> float | None:
+    """``vmax`` as a positive float (None stays None)."""
+    if vmax is None:
+        return None
+    if isinstance(vmax, bool) or not isinstance(vmax, numbers.Real) or not 0 < vmax < math.inf:
+        raise ValueError(
+            f"{function}: vmax must be a positive number (the colour limit), got vmax={vmax!r}."
+        )
+    return float(vmax)
 
 
 def draw_map(ax: Axes, style: MapStyle, alpha=None):
@@ -320,6 +362,114 @@ def _colorbar(fig: Figure, ax: Axes, style: MapStyle, label: str | None):
     """A colorbar beside ``ax`` for the style's colormap and limits."""
     scale = ScalarMappable(plt.Normalize(style.vmin, style.vmax), style.cmap)
     return fig.colorbar(scale, ax=ax, shrink=0.85, label=label)
+
+
+def _scale_bar(ax: Axes, style: MapStyle, label: str | None, own: bool, where: str = "bottom"):
+    """A thin colorbar in a strip under (``where="bottom"``), beside (``"right"``) or in the
+    upper part of (``"inside"``, for an empty cell) ``ax``.
+
+    The strip belongs to ``ax`` (an inset axes), so the grid's axes stay one per picture and the
+    layout makes room for it. For maps that each have their own limits (``own``) the ticks read
+    "-max", "0", "max" and the label says so; otherwise they give the shared values.
+    """
+    bounds = {
+        "bottom": [0.06, -0.13, 0.88, 0.065],
+        "right": [1.04, 0.04, 0.055, 0.92],
+        "inside": [0.06, 0.75, 0.88, 0.065],
+    }[where]
+    bottom = where != "right"
+    cax = ax.inset_axes(bounds)
+    scale = ScalarMappable(plt.Normalize(style.vmin, style.vmax), style.cmap)
+    bar = ax.get_figure(root=True).colorbar(
+        scale, cax=cax, orientation="horizontal" if bottom else "vertical"
+    )
+    if own:
+        if style.signed:
+            bar.set_ticks([style.vmin, 0.0, style.vmax], labels=["\N{MINUS SIGN}max", "0", "max"])
+        else:
+            bar.set_ticks([0.0, style.vmax], labels=["0", "max"])
+        label = OWN_SCALE if label is None else label
+    else:  # the limits themselves, and zero: few enough labels for a narrow strip
+        ticks = [style.vmin, 0.0, style.vmax] if style.signed else [0.0, style.vmax / 2, style.vmax]
+        bar.set_ticks(ticks, labels=[_short(t) for t in ticks])
+    bar.ax.tick_params(labelsize="small", length=2, pad=1)
+    if label:
+        bar.set_label(label, size="small", labelpad=1)
+    return bar
+
+
+def _short(value: float) -> str:
+    """A tick label with two significant digits: 0.014, 2.5, 120, -0.5."""
+    return "0" if value == 0 else f"{value:.2g}".replace("-", "\N{MINUS SIGN}")
+
+
+def _check_scale(scale, function: str, allowed: tuple[str, ...] = SCALES) -> str:
+    if scale not in allowed:
+        raise ValueError(
+            f"{function}: scale must be one of {', '.join(map(repr, allowed))}, got scale={scale!r}."
+        )
+    return scale
+
+
+def _shared_limit(maps, clip: float, reduce: str, function: str) -> float:
+    """One limit v for several maps: the ``clip``-th percentile of all their magnitudes (as
+    ``reduce`` makes them; signed or not does not change a magnitude)."""
+    if reduce == "rgb":
+        values = [np.abs(_array(m, "attribution", function)) for m in maps]
+    else:
+        values = [
+            np.abs(map_style(m, clip=clip, reduce=reduce, function=function).values) for m in maps
+        ]
+    return _limit(np.concatenate([v.ravel() for v in values]), clip)
+
+
+def _fit_width(size: float, columns: float, max_width: float | None, margin: float = 0.0) -> float:
+    """The cell size that keeps ``columns`` cells (plus ``margin`` inches) within ``max_width``."""
+    if max_width is None:
+        return size
+    return min(size, (max_width - margin) / columns)
+
+
+_WORDS = re.compile(r"(?:\$[^$]*\$|[^\s$])+")
+
+
+def _fit_title(ax: Axes, text: str, width: float, **kwargs) -> None:
+    """``ax.set_title(text)``, with lines broken between words (never inside $...$) so that each
+    line fits ``width`` inches (the width of the axes' cell in the grid), and the lines of a
+    broken title about equally long."""
+    fig = ax.get_figure(root=True)
+    renderer = fig.canvas.get_renderer()
+    title = ax.set_title(text, **kwargs)
+
+    def measure(line: str) -> float:
+        title.set_text(line)
+        return title.get_window_extent(renderer).width
+
+    def wrap(words: list[str], limit: float) -> list[str]:
+        lines, current = [], ""
+        for word in words:
+            candidate = f"{current} {word}" if current else word
+            if current and measure(candidate) > limit:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        return [*lines, current]
+
+    lines = []
+    for given in text.split("\n"):
+        words = _WORDS.findall(given)
+        limit = 0.95 * width * fig.dpi
+        wrapped = wrap(words, limit)
+        low = max(measure(word) for word in words) if words else 0.0
+        while len(wrapped) > 1 and limit - low > 1.0:  # the narrowest limit, same line count
+            middle = (low + limit) / 2
+            if len(wrap(words, middle)) == len(wrapped):
+                limit = middle
+            else:
+                low = middle
+        lines += wrap(words, limit) if len(wrapped) > 1 else wrapped
+    title.set_text("\n".join(lines))
 
 
 def heatmap(
@@ -363,19 +513,33 @@ def overlay(
     cmap: str | None = None,
     title: str | None = None,
     colorbar: bool = True,
+    vmax: float | None = None,
+    label: str | None = None,
 ) -> Figure:
     """The attribution over the greyed image: each pixel's colour is the attribution's, its
-    opacity ``alpha`` times :math:`|a| / v`, so pixels without attribution show the image."""
+    opacity ``alpha`` times :math:`|a| / v`, so pixels without attribution show the image.
+
+    Under a signed map the image is light (zero is white in ``"RdBu_r"``), under magnitudes it
+    is dark (zero is black in ``"magma"``), so a pixel without attribution never looks like a
+    strong one. ``vmax`` fixes the limit v (e.g. one scale for several overlays); ``label``
+    names the colorbar.
+    """
     picture = _one_image(_array(image, "image", "overlay"), "overlay")
     style = map_style(
-        attribution, signed=signed, clip=clip, reduce=reduce, cmap=cmap, function="overlay"
+        attribution,
+        signed=signed,
+        clip=clip,
+        reduce=reduce,
+        cmap=cmap,
+        function="overlay",
+        vmax=vmax,
     )
     fig, ax = _axes(ax, (4.0, 3.4))
     draw_overlay(ax, picture, style, alpha, "overlay")
     if title is not None:
         ax.set_title(title)
     if colorbar:
-        _colorbar(fig, ax, style, None)
+        _colorbar(fig, ax, style, label)
     return fig
 
 
@@ -393,7 +557,12 @@ def draw_overlay(
             f"pixels but the image {picture.shape[0]} x {picture.shape[1]}; they must match."
         )
     grey = picture @ np.array([0.299, 0.587, 0.114]) if picture.ndim == 3 else picture
-    ax.imshow(grey, cmap="gray", alpha=0.6, interpolation="nearest")
+    if style.signed:  # light: zero attribution reads as the white middle of the colormap
+        ax.imshow(grey, cmap="gray", alpha=0.6, interpolation="nearest")
+    else:  # dark: zero attribution reads as the black bottom of the colormap
+        low, high = float(grey.min()), float(grey.max())
+        top = low + (high - low) / DARK_IMAGE if high > low else low + 1.0
+        ax.imshow(grey, cmap="gray", vmin=low, vmax=top, interpolation="nearest")
     v = max(abs(style.vmin), abs(style.vmax))
     draw_map(ax, style, alpha=alpha * np.clip(np.abs(style.values) / v, 0.0, 1.0))
 
@@ -410,28 +579,45 @@ def overlay_grid(
     alpha: float = 0.8,
     title: str | None = None,
     size: float = 2.0,
+    scale: str = "own",
+    colorbar: bool = True,
+    label: str | None = None,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
     """One ``overlay`` per image, ``ncols`` per row (default: one row of up to 8), ``size``
-    inches wide each; ``title`` goes above the whole figure.
+    inches wide each (less if the row would be wider than ``max_width``); ``title`` goes above
+    the whole figure.
 
-    ``attributions`` holds one map per image (``[N, H, W]`` or ``[N, C, H, W]``). Each map has
-    its own colour scale, so compare *where* they point; they count as signed when any of them
-    has a negative value (``signed=None``), so all use the same colormap.
+    ``attributions`` holds one map per image (``[N, H, W]`` or ``[N, C, H, W]``). With
+    ``scale="own"`` each map has its own colour scale, so compare *where* they point; with
+    ``scale="all"`` they share one, so their strengths compare too. ``colorbar`` adds one
+    colorbar beside the last map, named ``label`` (for ``"own"``: that each map has its own
+    scale). The maps count as signed when any of them has a negative value (``signed=None``),
+    so all use the same colormap.
     """
     pictures = image_list(images, "overlay_grid")
     n = len(pictures)
     titles = _check_titles(titles, n, "overlay_grid")
     maps = _rows(attributions, n, "attributions", "overlay_grid")
+    scale = _check_scale(scale, "overlay_grid", ("own", "all"))
     if signed is None:
         signed = reduce != "max" and any((m < 0).any() for m in maps)
+    vmax = None
+    if scale == "all":
+        vmax = _shared_limit(maps, clip, reduce, "overlay_grid")
     lines = max(t.count("\n") + 1 for t in titles) if titles else 0  # title lines
     ncols = min(n, 8) if ncols is None else ncols
+    size = _fit_width(size, min(_check_ncols(ncols, "overlay_grid"), n), max_width)
     fig, axes = _grid(n, ncols, size, "overlay_grid", height=size + 0.25 * lines)
     for k, (ax, picture, m) in enumerate(zip(axes, pictures, maps)):
-        style = map_style(m, signed=signed, clip=clip, reduce=reduce, function="overlay_grid")
+        style = map_style(
+            m, signed=signed, clip=clip, reduce=reduce, function="overlay_grid", vmax=vmax
+        )
         draw_overlay(ax, picture, style, alpha, "overlay_grid")
         if titles is not None:
-            ax.set_title(titles[k])
+            _fit_title(ax, titles[k], width=size)
+    if colorbar:
+        _scale_bar(axes[-1], style, label, own=scale == "own", where="right")
     if title is not None:
         fig.suptitle(title)
     return fig
@@ -461,12 +647,14 @@ def feature_map_grid(
     cmap: str = "viridis",
     shared_scale: bool = False,
     size: float = 1.3,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
     """The feature maps ``[C, H, W]`` of one image and one layer, one small picture per channel.
 
-    Each map is scaled on its own (its min to its max) so every pattern shows; with
-    ``shared_scale=True`` all share one scale and a colorbar, so strong and weak (or dead)
-    channels can be told apart.
+    Each map is scaled on its own (its min to its max) so every pattern shows, and a line under
+    the maps says so; with ``shared_scale=True`` all share one scale and a colorbar with its
+    values, so strong and weak (or dead) channels can be told apart. Cells are ``size`` inches,
+    less if the figure would be wider than ``max_width``.
     """
     array = _maps(maps, "feature_map_grid")
     titles = _check_titles(titles, len(array), "feature_map_grid")
@@ -474,10 +662,12 @@ def feature_map_grid(
     low, high = (array.min(), array.max()) if shared_scale else (None, None)
     # "compressed": the maps close up, so a colorbar sits right beside them
     layout = "compressed" if shared_scale else "constrained"
+    columns = min(_check_ncols(ncols, "feature_map_grid"), len(array))
+    size = _fit_width(size, columns, max_width, margin=0.8 if shared_scale else 0.2)
     fig, axes = _grid(len(array), ncols, size, "feature_map_grid", layout=layout)
     for ax, channel, title in zip(axes, array, titles):
         shown = ax.imshow(channel, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
-        ax.set_title(title, fontsize="small")
+        ax.set_title(title, fontsize="small" if size >= 0.9 else "x-small")
     if shared_scale:
         nrows = math.ceil(len(array) / min(ncols, len(array)))
         width = fig.get_figwidth()
@@ -489,6 +679,8 @@ def feature_map_grid(
             pad=0.1 / width,
             label="activation",
         )
+    else:
+        fig.supxlabel(OWN_RANGE, fontsize="small")
     return fig
 
 
@@ -561,14 +753,27 @@ def compare_methods(
     clip: float = 99.5,
     reduce: str = "sum",
     size: float = 2.0,
+    scale: str = "own",
+    colorbar: bool = True,
+    label: str | Mapping[str, str] | None = None,
+    overlay: bool = False,
+    alpha: float = 0.8,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
     """Rows are images, columns the image and then one attribution map per method.
 
     ``attributions`` maps a method's name (the column's title) to its maps for all images, e.g.
     ``{"gradient": gradient(model, x), "saliency": saliency(model, x)}``; ``titles`` (one per
-    image, e.g. from ``prediction_titles``) go above the images. Each map has its own colour
-    scale: compare *where* each method points, not its magnitudes across methods. A method
-    counts as signed when any of its maps has a negative value (``signed=None``).
+    image, e.g. from ``prediction_titles``) go above the images. A method counts as signed when
+    any of its maps has a negative value (``signed=None``).
+
+    ``scale`` sets the colour limits: ``"own"`` (each map its own: compare *where* each method
+    points, not magnitudes), ``"column"`` (one per method, so its maps of different images
+    compare) or ``"all"`` (one for every map). ``colorbar`` puts a colorbar under each column,
+    named by ``label`` (one string, or one per method); with ``"own"`` the first one says
+    that each map has its own scale. ``overlay=True`` draws each map over its greyed image (``overlay``).
+    Cells are ``size`` inches, less if the figure would be wider than ``max_width``; long
+    column titles are broken into lines.
     """
     pictures = image_list(images, "compare_methods")
     n = len(pictures)
@@ -578,32 +783,71 @@ def compare_methods(
             "compare_methods: attributions must be a non-empty dict {method name: maps}, "
             f"got {type(attributions).__name__}."
         )
+    scale = _check_scale(scale, "compare_methods")
     columns = {
         str(method): _rows(maps, n, f"attributions[{method!r}]")
         for method, maps in attributions.items()
     }
+    labels = _column_labels(label, list(columns), "compare_methods")
+    signs = {}
+    for method, maps in columns.items():
+        signs[method] = signed
+        if signed is None:  # magnitudes (reduce="max") are never signed
+            signs[method] = reduce != "max" and any((m < 0).any() for m in maps)
+    limits = dict.fromkeys(columns)  # None: each map its own limit
+    if scale == "column":
+        for method, maps in columns.items():
+            limits[method] = _shared_limit(maps, clip, reduce, "compare_methods")
+    elif scale == "all":
+        every_map = [m for maps in columns.values() for m in maps]
+        limits = dict.fromkeys(columns, _shared_limit(every_map, clip, reduce, "compare_methods"))
+    size = _fit_width(size, 1 + len(columns), max_width, margin=0.2)  # 0.2: what sticks out
     fig, axes = subplots(
         n, 1 + len(columns), figsize=(size * (1 + len(columns)), size * n), squeeze=False
     )
     for i, picture in enumerate(pictures):
         draw_image(axes[i, 0], picture, titles[i] if titles else f"image {i}")
     for j, (method, maps) in enumerate(columns.items(), start=1):
-        method_signed = signed
-        if signed is None:  # magnitudes (reduce="max") are never signed
-            method_signed = reduce != "max" and any((m < 0).any() for m in maps)
         for i, (picture, m) in enumerate(zip(pictures, maps)):
             style = map_style(
-                m, signed=method_signed, clip=clip, reduce=reduce, function="compare_methods"
+                m,
+                signed=signs[method],
+                clip=clip,
+                reduce=reduce,
+                function="compare_methods",
+                vmax=limits[method],
             )
             if style.values.shape[:2] != picture.shape[:2]:
                 raise ValueError(
                     f"compare_methods: the {method!r} map of image {i} is "
                     f"{style.values.shape[:2]} pixels but the image is {picture.shape[:2]}."
                 )
-            draw_map(axes[i, j], style)
+            if overlay:
+                draw_overlay(axes[i, j], picture, style, alpha, "compare_methods")
+            else:
+                draw_map(axes[i, j], style)
             if i == 0:
-                axes[i, j].set_title(method)
+                _fit_title(axes[i, j], method, width=size)
+        if colorbar and style.cmap is not None:
+            own = scale == "own"
+            named = labels[method] if labels[method] is not None or j == 1 or not own else ""
+            _scale_bar(axes[-1, j], style, named, own=own)  # "own": said once, under column 1
     return fig
+
+
+def _column_labels(label, methods: list[str], function: str) -> dict[str, str | None]:
+    """The colorbar label of each method: one string for all, or a dict by method name."""
+    if label is None or isinstance(label, str):
+        return dict.fromkeys(methods, label)
+    if not isinstance(label, Mapping):
+        raise TypeError(
+            f"{function}: label must be a string or a dict {{method name: label}}, "
+            f"got {type(label).__name__}."
+        )
+    unknown = [name for name in label if str(name) not in methods]
+    if unknown:
+        raise ValueError(f"{function}: label names {unknown}, which are not among {methods}.")
+    return {method: label.get(method) for method in methods}
 
 
 def class_names_for(model_outputs: int, class_names: Sequence[str] | None = None) -> list[str]:
@@ -681,8 +925,9 @@ def score_curve(
     xlabel: str = "step",
 ) -> Figure:
     r"""The target score after each step of the class model ascent,
-    :math:`\arg\max_I S_c(I) - \lambda \|I\|_2^2`: one curve, several (``[K, steps]``, a list),
-    or a dict ``{label: scores}``; labelled curves get a legend."""
+    :math:`\arg\max_I S_c(I) - \lambda \|I - \bar I\|_2^2` (:math:`\bar I` the mean image, mid-grey
+    for ShapesNet): one curve, several (``[K, steps]``, a list), or a dict ``{label: scores}``;
+    labelled curves get a legend."""
     curves = _curves(scores, labels)
     fig, ax = _axes(ax, (5.0, 3.2))
     for label, values in curves:
@@ -754,7 +999,7 @@ def deletion_insertion(
     *,
     references: Sequence[str] = (),
     ylabel: str = "mean $P_c$ of the predicted class",
-    figsize: tuple[float, float] = (12.0, 4.2),
+    figsize: tuple[float, float] = (MAX_WIDTH, 4.0),
 ) -> Figure:
     r"""Deletion (left) and insertion (right) curves, each method's mean over the images
     plotted against the share of pixels removed or put back, :math:`x_k = k / \text{steps}`.
@@ -865,8 +1110,8 @@ def randomization_curves(
     return fig
 
 
-def _rho_panel(ax: Axes, m, rho: float, pixels: tuple[int, int]) -> None:
-    """One importance map on its own scale, with its rank correlation written in the corner."""
+def _rho_panel(ax: Axes, m, rho: float, pixels: tuple[int, int]) -> MapStyle:
+    """One importance map on its own scale, with its rank correlation written under it."""
     style = map_style(m, signed=False, function="randomization_maps")
     if style.values.shape != pixels:
         raise ValueError(
@@ -874,8 +1119,8 @@ def _rho_panel(ax: Axes, m, rho: float, pixels: tuple[int, int]) -> None:
             f"{pixels}; give the image that the test explained."
         )
     draw_map(ax, style)
-    box = {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5}
-    ax.text(0.04, 0.04, f"ρ = {rho:.2f}", transform=ax.transAxes, color="w", size=8, bbox=box)
+    ax.text(0.5, -0.03, f"ρ = {rho:.2f}", transform=ax.transAxes, ha="center", va="top")
+    return style
 
 
 def randomization_maps(
@@ -885,14 +1130,17 @@ def randomization_maps(
     title: str | None = None,
     *,
     size: float = 1.6,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
     r"""The maps of one image in the randomization test: rows are the methods, columns the
     image, the trained model's map, then the map after each randomized layer, with its Spearman
-    :math:`\rho` (against the trained map) written in the corner.
+    :math:`\rho` (against the trained map) written under it.
 
     ``results`` maps a method's name to what ``evaluate.randomization_test`` returned for it;
     ``image`` is the image that stands at ``index`` in the batch the test explained. The maps
-    are importance maps (``max_c |a|``), each on its own scale.
+    are importance maps (:math:`\max_k |a_k|` over the colour channels k), each on its own
+    scale, as the colorbar under the image says. Cells are ``size`` inches, less if the figure
+    would be wider than ``max_width``.
     """
     layers = _randomization_layers(results, "randomization_maps")
     count = len(next(iter(results.values())).original)
@@ -903,10 +1151,11 @@ def randomization_maps(
         )
     picture = _one_image(_array(image, "image", "randomization_maps"), "randomization_maps")
     stages = ["trained", *layers]
+    size = _fit_width(size, 1 + len(stages), max_width, margin=0.3)  # 0.3: the row names
     fig, axes = subplots(
         len(results),
         1 + len(stages),
-        figsize=(size * (1 + len(stages)), size * len(results)),
+        figsize=(size * (1 + len(stages)), (size + 0.2) * len(results)),
         squeeze=False,
     )
     draw_image(axes[0, 0], picture, "image")
@@ -918,10 +1167,14 @@ def randomization_maps(
         maps = [result.original[index], *(m[index] for m in result.randomized)]
         rhos = [1.0, *(float(rho) for rho in result.spearman[:, index])]
         for ax, m, rho in zip(row, maps, rhos):
-            _rho_panel(ax, m, rho, picture.shape[:2])
+            style = _rho_panel(ax, m, rho, picture.shape[:2])
         row[0].text(
             -0.08, 0.5, name, transform=row[0].transAxes, rotation=90, ha="right", va="center"
         )
+    if len(results) > 1:  # the empty cell under the image explains the colours
+        _scale_bar(axes[1, 0], style, "each map on\nits own scale", own=True, where="inside")
+    else:
+        _scale_bar(axes[0, 0], style, None, own=True, where="bottom")
     if title is not None:
         fig.suptitle(title)
     return fig
@@ -957,10 +1210,13 @@ def relu_tables(
     *,
     cmap: str = DIVERGING,
     size: float = 2.0,
+    max_width: float | None = MAX_WIDTH,
 ) -> Figure:
     r"""The lecture's ReLU example as annotated tables: :math:`f^l` (the ReLU's input),
     :math:`f^{l+1} = \max(f^l, 0)`, :math:`R^{l+1}` (arriving from above) and
     :math:`R^l` by ``rule`` (``rules.relu_backward``); a list of rules adds one table each.
+    Tables are ``size`` inches, less if the figure would be wider than ``max_width``; all share
+    one colour scale, centred at zero.
     """
     rule_list = [rule] if isinstance(rule, str) else list(rule)
     f_l = _array(forward_input, "forward_input", "relu_tables")
@@ -979,10 +1235,11 @@ def relu_tables(
         r_l = relu_backward(f_l, r_above, name)
         tables.append((f"$R^l$, {name}\n{RULE_FORMULAS[name]}", r_l))
     limit = max(float(np.abs(t).max()) for _, t in tables) or 1.0
+    size = _fit_width(size, len(tables), max_width, margin=0.2)
     fig, axes = subplots(1, len(tables), figsize=(size * len(tables), size + 0.6))
     for ax, (title, values) in zip(axes, tables):
         _table(ax, values + 0.0, limit, cmap)  # + 0.0 turns -0 into 0
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium" if size >= 1.8 else "small")
     return fig
 
 

@@ -8,7 +8,9 @@ Every method of the course explains one number per example, the lecture's *f*:
   visualized neuron activity" (Zeiler & Fergus).
 
 This module turns ``inputs`` and ``target`` into that number (``score``), checks what a student
-passes in (``as_batch``, ``target_indices``), and leaves the model as it came (``explaining``).
+passes in (``as_batch``, ``target_indices``), brings the inputs to the model's device and dtype
+(``prepare``), keeps autograd on where a method needs it (``gradients_on``) and leaves the
+model as it came (``explaining``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from . import threads
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,43 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter or buffer (``default`` if none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
+
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The model's first linear or convolution layer, in the order the model defines them."""
+    for name, module in model.named_modules():
+        if isinstance(module, _LAYERS):
+            return name, module
+    return None
+
+
+def _as_image_batch(model: nn.Module, batch: torch.Tensor, single: bool, method: str):
+    """A ``[H, W]`` input for a model whose first layer is a 2-D convolution: one grey image
+    ``[1, 1, H, W]`` for a one-channel model (``single`` becomes 2, the axes added), otherwise
+    an error that says how to pass images."""
+    first = _first_layer(model)
+    if single or batch.ndim != 2 or first is None or not isinstance(first[1], nn.Conv2d):
+        return batch, single
+    name, conv = first
+    if conv.in_channels == 1:
+        return batch[None, None], 2
+    raise ValueError(
+        f"{method}: inputs of shape {tuple(batch.shape)} look like one image [H, W] without a "
+        f"channel axis, but the model's first layer {name!r} (Conv2d) expects "
+        f"{conv.in_channels} channels. Pass one image as [{conv.in_channels}, H, W] (a grey "
+        f"image: x.expand({conv.in_channels}, -1, -1)) or a batch [N, {conv.in_channels}, H, W]."
+    )
+
+
 # --- targets --------------------------------------------------------------------------------
 
 
@@ -97,31 +138,7 @@ def target_indices(target, logits: torch.Tensor, method: str) -> torch.Tensor:
     n, k = logits.shape[0], logits.shape[-1]
     if target is None:
         return logits.detach().argmax(dim=-1)
-    if isinstance(target, Neuron):
-        raise TypeError(f"{method}: a Neuron target is not a class index.")
-    if isinstance(target, bool):
-        raise TypeError(f"{method}: target must be a class index, got the bool {target}.")
-    if isinstance(target, (int, np.integer)):
-        indices = torch.full((n,), int(target), dtype=torch.long)
-    else:
-        try:
-            indices = torch.as_tensor(target)
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(
-                f"{method}: target must be None, an int or one int per example, got {target!r}."
-            ) from error
-        if indices.is_floating_point() or indices.dtype == torch.bool:
-            raise TypeError(
-                f"{method}: target must hold integer class indices, got dtype {indices.dtype}."
-            )
-        indices = indices.reshape(-1).long()
-        if indices.numel() == 1:
-            indices = indices.expand(n)
-        if indices.numel() != n:
-            raise ValueError(
-                f"{method}: target has {indices.numel()} entries but inputs hold {n} examples; "
-                "give one class index per example, or a single int for all."
-            )
+    indices = class_indices(target, n, method)
     bad = (indices < 0) | (indices >= k)
     if bad.any():
         raise ValueError(
@@ -129,6 +146,36 @@ def target_indices(target, logits: torch.Tensor, method: str) -> torch.Tensor:
             f"classes, so a target must lie in 0..{k - 1}."
         )
     return indices.to(logits.device)
+
+
+def class_indices(target, n: int, method: str) -> torch.Tensor:
+    """An int (the same class for all) or one int per example as int64 ``[n]``, without a model:
+    their range is checked against the logits by ``target_indices``."""
+    if isinstance(target, Neuron):
+        raise TypeError(f"{method}: a Neuron target is not a class index.")
+    if isinstance(target, bool):
+        raise TypeError(f"{method}: target must be a class index, got the bool {target}.")
+    if isinstance(target, (int, np.integer)):
+        return torch.full((n,), int(target), dtype=torch.long)
+    try:
+        indices = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"{method}: target must be None, an int or one int per example, got {target!r}."
+        ) from error
+    if indices.is_floating_point() or indices.dtype == torch.bool:
+        raise TypeError(
+            f"{method}: target must hold integer class indices, got dtype {indices.dtype}."
+        )
+    indices = indices.reshape(-1).long()
+    if indices.numel() == 1:
+        indices = indices.expand(n)
+    if indices.numel() != n:
+        raise ValueError(
+            f"{method}: target has {indices.numel()} entries but inputs hold {n} examples; "
+            "give one class index per example, or a single int for all."
+        )
+    return indices
 
 
 def fix_target(model: nn.Module, batch: torch.Tensor, target, method: str):
@@ -223,25 +270,54 @@ def _neuron_activity(model, batch, neuron: Neuron, method: str):
 def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for an explanation and restore every module's mode afterwards,
     also when the explanation raises. Methods never set ``.grad`` on parameters (they ask autograd
-    for the input's gradient only) and remove every hook they add."""
+    for the input's gradient only) and remove every hook they add.
+
+    Modes change through ``train(mode)``, as ``model.eval()`` does, so a module whose ``train``
+    does more (freezes its batch norms, say) is restored too: parents before children, each
+    module whose mode differs from the one it came with."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        yield model
+        with threads.policy():  # one thread on a busy machine (lecture_lib.threads)
+            yield model
     finally:
         for module, training in modes:
-            module.training = training
+            if module.training != training:
+                module.train(training)
 
 
-def prepare(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, bool]:
-    """The usual first step of a method: a detached copy of the batch on the model's device."""
+@contextmanager
+def gradients_on() -> Iterator[None]:
+    """Autograd on inside, also when the caller is in ``torch.no_grad()`` or
+    ``torch.inference_mode()``: a gradient method needs it, and its answer does not depend on
+    the caller's mode. The caller's mode is back afterwards."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def prepare(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, int]:
+    """The usual first step of a method: a detached copy of the batch on the model's device, in
+    the model's dtype (float64 inputs for a float32 model become float32), never an inference
+    tensor; and how many axes were added to make it a batch (0, 1, or 2 for one grey image
+    ``[H, W]`` for a model whose first layer is a one-channel ``Conv2d``)."""
     batch, single = as_batch(inputs, method)
-    return batch.detach().to(model_device(model), copy=True), single
+    batch, single = _as_image_batch(model, batch, single, method)
+    with torch.inference_mode(False):
+        dtype = model_dtype(model, batch.dtype)
+        return batch.detach().to(model_device(model), dtype, copy=True), int(single)
 
 
-def finish(result: torch.Tensor, inputs: torch.Tensor, single: bool) -> torch.Tensor:
-    """The usual last step: detach, back to the inputs' device, drop the batch axis if added."""
-    result = result.detach().to(inputs.device if isinstance(inputs, torch.Tensor) else "cpu")
+def finish(result: torch.Tensor, inputs: torch.Tensor, single: int) -> torch.Tensor:
+    """The usual last step: detach, back to the inputs' device and floating dtype, drop the axes
+    that ``prepare`` added (only the batch axis of a result without channel axis)."""
+    result = result.detach()
+    if isinstance(inputs, torch.Tensor):
+        dtype = inputs.dtype if inputs.is_floating_point() and result.is_floating_point() else None
+        result = result.to(inputs.device, dtype)
+    else:
+        result = result.cpu()
+    if single == 2 and result.ndim == 4 and result.shape[:2] == (1, 1):
+        return result[0, 0]
     return result[0] if single else result

@@ -15,13 +15,15 @@ an update changes the data of one persistent figure in place and sends it as one
 figure is never registered with pyplot, so no figure is left open.
 
 ``class_model_explorer`` runs a gradient ascent of ``steps`` steps on the first request of a
-setting, which takes longer than a redraw (``benchmarks/bench_widgets.py`` measures it).
+setting, which takes longer than a redraw: it shows the ascent as it goes, the first picture
+after a few steps (``benchmarks/bench_widgets.py`` measures both).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -71,6 +73,17 @@ METHODS: dict[str, Callable] = {
 
 MAX_STEPS = 300
 """The most ascent steps ``class_model_explorer`` offers."""
+
+SNAPSHOT_EVERY = 10
+"""``class_model_explorer`` keeps the image after every this many steps of an ascent (the steps
+slider's step), so fewer steps of a setting already run need no new ascent."""
+
+FIRST_FRAME_S = 0.04
+REFRESH_S = 0.3
+"""A new ascent of ``class_model_explorer`` is on screen after ``FIRST_FRAME_S`` seconds of
+computing (the steps so far, titled "step k of n…"), then every ``REFRESH_S`` seconds (or
+twice as long as a frame takes to draw, if that is longer), until the last step's picture
+replaces it."""
 
 PREDICTED = -1
 """The value of the target dropdown's "predicted class" entry."""
@@ -506,8 +519,13 @@ def class_model_explorer(
     optimized image (as it is, not contrast-stretched, so a larger :math:`\lambda` shows as a
     greyer image) and its score :math:`S_c` after each step.
 
-    A new setting runs the whole ascent (``steps`` forward and backward passes, longer than the
-    other explorers' updates); each setting is computed once (``explorer.cache``).
+    A new setting runs the ascent (``steps`` forward and backward passes, longer than the other
+    explorers' updates) and shows it as it goes: the steps computed so far after
+    ``FIRST_FRAME_S`` seconds, titled "step k of n…", again every ``REFRESH_S`` seconds, and
+    the last step's picture when it is done, which is ``class_model.visualize``'s result. Each
+    (class, lambda, objective) keeps its images every ``SNAPSHOT_EVERY`` steps
+    (``explorer.cache``), so fewer steps of a setting already run are drawn at once, and more
+    steps start from the longest run kept on screen.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(
@@ -560,26 +578,92 @@ def class_model_explorer(
     right.set_xlabel("step")
     right.set_ylabel(r"class score $S_c(I)$")
     right.grid(alpha=0.3)
-    cache: dict = {}
+    cache: dict[tuple, _Ascent] = {}
+    shown: dict = {}  # the explorer, once built: frames of a running ascent go to its output
+
+    def show(image: torch.Tensor, scores: torch.Tensor, title: str, score_title: str) -> None:
+        image_artist.set_data(to_hwc(image))
+        left.set_title(title)
+        curve.set_data(np.arange(1, len(scores) + 1), scores.numpy())
+        right.relim()
+        right.autoscale_view()
+        right.set_title(score_title)
+
+    def frame(c: int, lam: float, n: int, step: int, image, scores) -> None:
+        """An unfinished ascent on screen, at once (in the last layout: a layout costs more
+        than the rest of the drawing)."""
+        title = f"class model of {names[c]}\nλ = {lam:.0e}, step {step} of {n}…"
+        show(image, scores, title, f"score after {step} steps: {scores[-1]:.2f}")
+        layout = figure.get_layout_engine()
+        figure.set_layout_engine("none")
+        try:
+            shown["explorer"].output.outputs = (_png_output(figure),)
+        finally:
+            figure.set_layout_engine(layout)
+
+    def run(c: int, lam: float, n: int, objective: str, done: _Ascent | None) -> _Ascent:
+        """The ascent of ``n`` steps, its snapshots kept; frames while it runs."""
+        ascent = done or _Ascent()
+        start = ascent.longest_up_to(n)  # on screen at once, then the steps after it
+        watching = "explorer" in shown
+        if watching and start:
+            frame(c, lam, n, start, ascent.images[start], ascent.scores[:start])
+        clock = {"last": time.perf_counter(), "wait": FIRST_FRAME_S}
+
+        def watch(step: int, image: torch.Tensor, scores: torch.Tensor) -> None:
+            ascent.keep(step, image, scores, last=step == n)
+            now = time.perf_counter()
+            if watching and start < step < n and now - clock["last"] >= clock["wait"]:
+                frame(c, lam, n, step, image.cpu(), scores)
+                clock["last"] = time.perf_counter()
+                # frames take at most a third of the time, even on a slow machine
+                clock["wait"] = max(REFRESH_S, 2 * (clock["last"] - now))
+
+        class_model.visualize(
+            model, c, steps=n, l2=lam, objective=objective, size=size, callback=watch
+        )
+        return ascent
 
     def draw(values: dict) -> dict:
         c, lam, n, objective = (values[k] for k in ("target", "l2", "steps", "objective"))
-        key = (c, lam, n, objective)
-        if key not in cache:
-            image, scores = class_model.visualize(
-                model, c, steps=n, l2=lam, objective=objective, size=size
-            )
-            p = _probabilities(model, image[None])[0, c]
-            cache[key] = (to_hwc(image), scores.numpy(), float(p))
-        picture, scores, p = cache[key]
-        image_artist.set_data(picture)
-        left.set_title(f"class model of {names[c]}\nλ = {lam:.0e}, p = {p:.2f}")
-        curve.set_data(np.arange(1, len(scores) + 1), scores)
-        right.relim()
-        right.autoscale_view()
-        right.set_title(f"score after {n} steps: {scores[-1]:.2f}")
-        return {"image": picture, "scores": scores, "probability": p}
+        key = (c, lam, objective)
+        if key not in cache or n not in cache[key].images:
+            cache[key] = run(c, lam, n, objective, cache.get(key))
+        ascent = cache[key]
+        image, scores = ascent.images[n], ascent.scores[:n]
+        p = ascent.probability(n, lambda: float(_probabilities(model, image[None])[0, c]))
+        show(image, scores, f"class model of {names[c]}\nλ = {lam:.0e}, p = {p:.2f}",
+             f"score after {n} steps: {scores[-1]:.2f}")  # fmt: skip
+        return {"image": to_hwc(image), "scores": scores.numpy(), "probability": p}
 
     explorer = Explorer(controls, figure, draw)
     explorer.cache = cache
+    shown["explorer"] = explorer
     return explorer
+
+
+class _Ascent:
+    """What ``class_model_explorer`` keeps of the ascents of one (class, lambda, objective):
+    the image after every ``SNAPSHOT_EVERY`` steps and after the last step of each run, and the
+    scores of the longest run. The first k steps of a longer run are a run of k steps, so each
+    image kept answers a request for that many steps."""
+
+    def __init__(self) -> None:
+        self.images: dict[int, torch.Tensor] = {}
+        self.scores = torch.empty(0)
+        self._probabilities: dict[int, float] = {}
+
+    def keep(self, step: int, image: torch.Tensor, scores: torch.Tensor, last: bool) -> None:
+        if last or step % SNAPSHOT_EVERY == 0:
+            self.images[step] = image.detach().cpu().clone()
+        if len(scores) > len(self.scores):
+            self.scores = scores.clone()
+
+    def longest_up_to(self, steps: int) -> int:
+        """The most steps kept that are at most ``steps`` (0 if none)."""
+        return max((k for k in self.images if k <= steps), default=0)
+
+    def probability(self, steps: int, compute: Callable[[], float]) -> float:
+        if steps not in self._probabilities:
+            self._probabilities[steps] = compute()
+        return self._probabilities[steps]

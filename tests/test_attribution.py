@@ -4,9 +4,13 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from lecture_lib import attribution as A
+from lecture_lib.models import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from lecture_lib.saturation import SaturatingToy
 from lecture_lib.targets import Neuron
 
 BACKPROP_METHODS = [A.gradient, A.input_x_gradient, A.deconvnet, A.guided_backprop]
@@ -136,7 +140,27 @@ def test_integrated_gradients_batches_the_path_without_changing_the_result(
     x = shapes_batch[0][:3]
     whole = A.integrated_gradients(shapes_net, x, steps=10, batch_size=1000)
     split = A.integrated_gradients(shapes_net, x, steps=10, batch_size=3)
+    default = A.integrated_gradients(shapes_net, x, steps=10)
     torch.testing.assert_close(whole, split, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(default, split, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        A.integrated_gradients(shapes_net, x, batch_size=0)
+
+
+def test_integrated_gradients_matches_a_plain_loop_over_the_path(shapes_net, shapes_batch):
+    # The definition, one path point at a time: (x - x') * mean_k grad f(x' + alpha_k (x - x')).
+    x, baseline, steps = shapes_batch[0][:2], torch.full((3, 64, 64), 0.25), 6
+    total = torch.zeros_like(x)
+    for k in range(steps):
+        point = (baseline + (k + 0.5) / steps * (x - baseline)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(shapes_net(point)[:, 2].sum(), point)
+        total += grad
+    expected = (x - baseline) * total / steps
+    for batch_size in (None, 1, 5):
+        result = A.integrated_gradients(
+            shapes_net, x, target=2, baseline=baseline, steps=steps, batch_size=batch_size
+        )
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-7)
 
 
 # --- DeepLIFT: summation to delta -------------------------------------------------------------
@@ -217,6 +241,127 @@ def test_deeplift_rejects_nonlinearities_it_has_no_rule_for():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2))
     with pytest.raises(NotImplementedError, match="sigmoid"):
         A.deeplift(model, torch.randn(2, 4))
+
+
+class Apply(nn.Module):
+    """A layer that applies one function, as a model's own forward code would."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+# Each model computes something DeepLIFT has no rule for; before the allow-list, these gave
+# attributions whose sum missed f(x) - f(x') by 7-40%, without an error.
+REFUSED = {
+    "softplus": (nn.Softplus(), r"torch\.nn\.functional\.softplus in layer 'act' \(Softplus\)"),
+    "selu": (nn.SELU(), r"torch\.nn\.functional\.selu in layer 'act' \(SELU\)"),
+    "layer norm": (nn.LayerNorm(8), r"layer_norm in layer 'act' \(LayerNorm\)"),
+    "Tensor.softmax": (Apply(lambda h: h.softmax(dim=1)), r"Tensor\.softmax in layer 'act'"),
+    "x * x": (Apply(lambda h: h * h), r"multiplies two tensors .*Tensor\.mul in layer 'act'"),
+    "global max": (Apply(lambda h: h.amax(dim=1, keepdim=True) + h), r"Tensor\.amax"),
+    "torch.amax": (Apply(lambda h: torch.amax(h, dim=1, keepdim=True) + h), r"torch\.amax"),
+    "1 / x": (Apply(lambda h: 1 / (h + 10)), r"Tensor\.__rdiv__"),
+    "x / sum x": (Apply(lambda h: h / h.sum()), r"divides by a tensor .*Tensor\.div"),
+    "x ** 2": (Apply(lambda h: h**2), r"Tensor\.pow"),
+    "abs": (Apply(torch.abs), r"torch\.abs"),
+    "rounding": (Apply(lambda h: h.round()), r"Tensor\.round"),
+    "integer cast": (Apply(lambda h: h.long().float()), r"Tensor\.long"),
+    "gating": (Apply(lambda h: h * (h > 0)), r"Tensor\.gt"),
+    "leaky relu": (nn.LeakyReLU(), r"leaky_relu"),
+    "relu6": (nn.ReLU6(), r"relu6|hardtanh"),
+    "max-pool 1-D": (
+        Apply(lambda h: F.max_pool1d(h[:, None], 2).repeat_interleave(2, -1)[:, 0]),
+        r"max_pool1d",
+    ),
+    "dropout in training": (
+        Apply(lambda h: F.dropout(h, 0.5, training=True)),
+        r"dropout in layer 'act' \(Apply\) in training mode",
+    ),
+    "batch norm with batch statistics": (
+        nn.BatchNorm1d(8, track_running_stats=False),
+        r"batch_norm in layer 'act' \(BatchNorm1d\) in training mode.*track_running_stats=True",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_deeplift_refuses_every_operation_without_a_rule_and_names_it(name):
+    layer, message = REFUSED[name]
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("fc1", nn.Linear(6, 8))
+    model.add_module("act", layer)
+    model.add_module("fc2", nn.Linear(8, 3))
+    x, baseline = torch.randn(4, 6), torch.randn(4, 6)
+    with pytest.raises(NotImplementedError, match=f"^deeplift: .*{message}") as error:
+        A.deeplift(model, x, baseline=baseline)
+    assert "integrated_gradients" in str(error.value)  # what to do instead
+    if name != "integer cast":
+        A.integrated_gradients(model.eval(), x, baseline=baseline, steps=2)  # which explains it
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_a_model_without_gradient_is_explained(method):
+    cast = Apply(lambda h: h.detach())
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3), cast)
+    with pytest.raises(ValueError, match=rf"{method.__name__}: .*does not depend on the inputs"):
+        method(model, torch.randn(2, 1, 8, 8), target=0)
+
+
+class EveryLinearOperation(nn.Module):
+    """ReLU, max-pooling and many linear operations, each written as model code writes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, padding_mode="reflect")
+        self.bn = nn.BatchNorm2d(6)
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 6).view(1, 6, 1, 1))
+        self.branch = nn.Conv2d(6, 6, 1)
+        self.fc = nn.Linear(12 * 8 * 8 + 2, 3)
+        self.dropout = nn.Dropout(0.3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(self.normalize(x))))
+        h = F.max_pool2d(h, 2) * self.scale / 2.0 - 0.1
+        identity = h
+        h = self.branch(h).clamp(min=0)
+        h += identity  # a residual connection, in place
+        h = F.avg_pool2d(F.pad(h, (1, 1, 1, 1)), 3, stride=1)
+        h = torch.cat([h, F.interpolate(h[:, :, ::2, ::2], scale_factor=2.0)], dim=1)
+        flat = torch.flatten(h, 1)
+        extra = torch.stack([flat[:, :10].sum(1), flat.mean(1)], dim=1)
+        return self.fc(self.dropout(torch.cat([flat, extra], dim=1)))
+
+
+def test_deeplift_allows_linear_operations_and_keeps_summation_to_delta():
+    torch.manual_seed(0)
+    model = EveryLinearOperation().eval()
+    x, baseline = torch.rand(5, 3, 16, 16), torch.rand(5, 3, 16, 16)
+    _, gap = A.deeplift(model, x, baseline=baseline, return_gap=True)
+    assert _relative_gap(model, x, baseline, gap) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["vgg11 after Normalize", "resnet18", "saturating toy"])
+def test_deeplift_accepts_the_courses_and_torchvisions_networks(name):
+    torch.manual_seed(0)
+    if name == "saturating toy":
+        model, x, baseline = SaturatingToy(), torch.rand(6, 2), torch.zeros(6, 2)
+    else:
+        network = (
+            torchvision.models.vgg11() if name.startswith("vgg") else torchvision.models.resnet18()
+        )
+        model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), network).eval()
+        x, baseline = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    _, gap = A.deeplift(model, x, baseline=baseline, return_gap=True)
+    assert _relative_gap(model, x, baseline, gap) < 1e-3
 
 
 # --- neuron targets ---------------------------------------------------------------------------
@@ -334,3 +479,55 @@ def test_model_and_inputs_are_left_as_they_came(shapes_net, shapes_batch, method
         method(model, x, target=Neuron("nowhere", 0))
     _assert_same_state(before, _state(model))
     assert torch.equal(x, kept) and not x.requires_grad
+
+
+# --- where the answer is well defined, methods work; otherwise they say what to do -------------
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_methods_inside_no_grad_and_inference_mode_return_the_same(
+    shapes_net, shapes_batch, method
+):
+    x = shapes_batch[0][:2]
+    expected = method(shapes_net, x, target=1)
+    with torch.no_grad():
+        inside_no_grad = method(shapes_net, x, target=1)
+        assert not torch.is_grad_enabled()  # the caller's mode is back
+    with torch.inference_mode():
+        inside_inference = method(shapes_net, x, target=1)
+        made_inside = method(shapes_net, x * 1.0, target=1)  # an inference tensor
+        assert torch.is_inference_mode_enabled()
+    for result in (inside_no_grad, inside_inference, made_inside):
+        torch.testing.assert_close(result, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_float64_inputs_into_a_float32_model(shapes_net, shapes_batch, method):
+    x = shapes_batch[0][:2]
+    expected = method(shapes_net, x, target=3)
+    result = method(shapes_net, x.double(), target=3)
+    assert result.dtype == torch.float64  # the inputs' dtype, as the device is the inputs'
+    torch.testing.assert_close(result, expected.double())
+    model64 = copy.deepcopy(shapes_net).double()
+    torch.testing.assert_close(method(model64, x, target=3), expected, rtol=1e-4, atol=1e-5)
+
+
+def _grey_image_model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3)
+    ).eval()
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_an_image_without_channel_axis(shapes_net, method):
+    image = torch.rand(8, 8)
+    model = _grey_image_model()
+    result = method(model, image, target=2)  # [H, W] is one grey image for a 1-channel model
+    expected = method(model, image[None, None], target=2)  # the same image as a batch
+    assert result.shape == (8, 8)
+    torch.testing.assert_close(result, expected.reshape(8, 8))
+    with pytest.raises(
+        ValueError, match=rf"{method.__name__}: .*\[H, W\].*'conv1'.*3 channels.*\[3, H, W\]"
+    ):
+        method(shapes_net, torch.rand(64, 64))

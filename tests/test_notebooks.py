@@ -20,6 +20,7 @@ REQUIRED = [
     "06_evaluating_explanations",
     "07_grad_cam_smoothgrad",
     "08_fooling_and_features",
+    "09_shortcut",
 ]
 
 

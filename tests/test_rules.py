@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lecture_lib import attribution as A
 from lecture_lib.rules import RULES, relu_backward, use_rule
 
 # The lecture's worked example ("Difference in backpropagating through ReLU").
@@ -71,6 +72,8 @@ class SmallNet(nn.Module):
         self.fc = nn.Linear(8 * 4 * 4, 4)
         self.relu = nn.ReLU(inplace=relu == "inplace module")  # reused twice in "module" variants
         self.relu2 = nn.ReLU()
+        self.threshold = nn.Threshold(0, 0)
+        self.register_buffer("zero", torch.zeros(1, 1, 1))
 
     def act(self, h, second=False):
         if self.kind == "module":
@@ -87,6 +90,31 @@ class SmallNet(nn.Module):
             return torch.relu_(h)
         if self.kind == "Tensor.relu":
             return h.relu()
+        # max(x, 0) written without "relu"
+        if self.kind == "clamp(min=0)":
+            return h.clamp(min=0)
+        if self.kind == "torch.clamp(x, 0.0)":
+            return torch.clamp(h, 0.0)
+        if self.kind == "clamp_ inplace":
+            return h.clamp_(min=0)
+        if self.kind == "clamp_min":
+            return torch.clamp_min(h, 0)
+        if self.kind == "clip":
+            return h.clip(min=0)
+        if self.kind == "torch.maximum(x, zero)":
+            return torch.maximum(h, self.zero)
+        if self.kind == "torch.maximum(zeros_like, x)":
+            return torch.maximum(torch.zeros_like(h), h)
+        if self.kind == "torch.max(x, zero)":
+            return torch.max(h, torch.tensor(0.0))
+        if self.kind == "F.threshold(x, 0, 0)":
+            return F.threshold(h, 0.0, 0.0)
+        if self.kind == "F.threshold inplace":
+            return F.threshold(h, 0, 0, inplace=True)
+        if self.kind == "nn.Threshold(0, 0)":
+            return self.threshold(h)
+        if self.kind == "mixed":  # one nn.ReLU, one clamp
+            return h.clamp(min=0) if second else self.relu(h)
         raise AssertionError(self.kind)
 
     def forward(self, x):
@@ -104,6 +132,18 @@ VARIANTS = [
     "torch.relu",
     "torch.relu_",
     "Tensor.relu",
+    "clamp(min=0)",
+    "torch.clamp(x, 0.0)",
+    "clamp_ inplace",
+    "clamp_min",
+    "clip",
+    "torch.maximum(x, zero)",
+    "torch.maximum(zeros_like, x)",
+    "torch.max(x, zero)",
+    "F.threshold(x, 0, 0)",
+    "F.threshold inplace",
+    "nn.Threshold(0, 0)",
+    "mixed",
 ]
 
 
@@ -128,6 +168,58 @@ def test_every_relu_variant_gives_identical_results(rule):
         result, calls = _explain(model, x, rule)
         assert calls == 2, kind
         torch.testing.assert_close(result, expected, rtol=0, atol=0, msg=kind)
+
+
+def test_deeplift_treats_every_relu_variant_alike():
+    torch.manual_seed(0)
+    reference = SmallNet("module")
+    x, baseline = torch.randn(3, 3, 8, 8), torch.randn(3, 8, 8)
+    expected, gap = A.deeplift(reference, x, target=1, baseline=baseline, return_gap=True)
+    assert gap.abs().max() < 1e-4
+    for kind in VARIANTS[1:]:
+        model = SmallNet(kind)
+        model.load_state_dict(reference.state_dict())
+        result = A.deeplift(model, x, target=1, baseline=baseline)
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6, msg=kind)
+
+
+class Lookalike(nn.Module):
+    """Not a ReLU, though written like one: every rule must leave it to plain autograd."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.linear(x)
+        if self.kind == "clamp(min=0.5)":
+            h = h.clamp(min=0.5)
+        elif self.kind == "clamp(0, 6)":
+            h = h.clamp(0, 6)
+        elif self.kind == "maximum(x, ones)":
+            h = torch.maximum(h, torch.ones(4))
+        elif self.kind == "threshold(x, 0, -1)":
+            h = F.threshold(h, 0.0, -1.0)
+        elif self.kind == "max(x, dim)":
+            h = torch.max(h, 1, keepdim=True).values * h
+        return h[:, :2]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["clamp(min=0.5)", "clamp(0, 6)", "maximum(x, ones)", "threshold(x, 0, -1)", "max(x, dim)"],
+)
+def test_lookalikes_that_are_not_relus_are_left_alone(kind):
+    torch.manual_seed(0)
+    model = Lookalike(kind)
+    x = torch.randn(5, 4) * 3
+    plain = x.clone().requires_grad_(True)
+    (autograd,) = torch.autograd.grad(model(plain)[:, 1].sum(), plain)
+    for rule in RULES:
+        r, calls = _explain(model, x, rule)
+        assert calls == 0, (kind, rule)
+        torch.testing.assert_close(r, autograd, rtol=0, atol=0)
 
 
 def test_the_rules_differ_from_each_other_and_gradient_is_autograd():

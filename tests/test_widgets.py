@@ -332,6 +332,50 @@ def test_class_model_explorer(shapes_net, monkeypatch):
     np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
 
 
+def steps_shown(titles: list[str]) -> list[int]:
+    """The step of each frame's title "... step k of n…"."""
+    return [int(title.split("step ")[1].split(" of")[0]) for title in titles if "step " in title]
+
+
+def test_a_new_class_model_is_shown_as_the_ascent_goes(shapes_net, monkeypatch):
+    monkeypatch.setattr(widgets, "FIRST_FRAME_S", 0.0)  # a frame after the first step
+    monkeypatch.setattr(widgets, "REFRESH_S", 0.0)  # and as often as drawing allows
+    runs = []
+    real_visualize = class_model.visualize
+
+    def counting(*args, **kwargs):
+        runs.append(kwargs["steps"])
+        return real_visualize(*args, **kwargs)
+
+    monkeypatch.setattr(class_model, "visualize", counting)
+    explorer = widgets.class_model_explorer(shapes_net, steps=10)
+    titles = []
+    explorer.output.observe(
+        lambda change: titles.append(explorer.figure.axes[0].get_title()), names="outputs"
+    )
+    explorer.controls["target"].value = 2
+    assert titles[0] == f"class model of {CLASSES[2]}\nλ = 1e-03, step 1 of 10…"
+    assert "p = " in titles[-1] and steps_shown(titles[:-1]) == sorted(set(steps_shown(titles)))
+    image, scores = real_visualize(shapes_net, 2, steps=10)
+    np.testing.assert_allclose(explorer.shown["image"], image.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
+
+    titles.clear()
+    explorer.controls["steps"].value = 20  # starts on screen from the 10 steps kept
+    assert titles[0].endswith("step 10 of 20…") and titles[1].endswith("step 11 of 20…")
+    assert steps_shown(titles[:-1]) == sorted(set(steps_shown(titles))) and "p = " in titles[-1]
+    image, scores = real_visualize(shapes_net, 2, steps=20)
+    np.testing.assert_allclose(explorer.shown["image"], image.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
+
+    runs.clear()
+    explorer.controls["steps"].value = 10  # kept from the run of 20 steps: no new ascent
+    assert runs == []
+    image, scores = real_visualize(shapes_net, 2, steps=10)
+    np.testing.assert_allclose(explorer.shown["image"], image.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(explorer.shown["scores"], scores.numpy(), rtol=1e-5)
+
+
 def test_class_model_explorer_bad_settings(shapes_net):
     with pytest.raises(ValueError, match="steps must be an int in 1..300"):
         widgets.class_model_explorer(shapes_net, steps=0)
