@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import activations, attribution, perturbation, rules
+from . import activations, attribution, evaluate, fooling, perturbation, rules
 from .data import CLASSES, make_shapes
 from .models import load_shapes_net
 from .saturation import SaturatingToy
@@ -1061,5 +1061,573 @@ check_guided_hooks = Check(
         "lecture_lib.attribution.guided_backprop",
         "lecture_lib.attribution.backprop",
         "lecture_lib.rules.use_rule",
+    ],
+)
+
+
+# --- Part 6: evaluating explanations -----------------------------------------------------------
+
+
+def _compare_lazily(
+    got, expected, what: str, formula: str, mistakes: Callable[[], dict], where=None
+):
+    """``_compare``, with the typical mistakes (``mistakes()``) computed only for a wrong answer."""
+    try:
+        _compare(got, expected, what, formula, None, where)
+    except AssertionError:
+        _compare(got, expected, what, formula, mistakes(), where)
+        raise
+
+
+def _pointing_case(seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(maps [N, H, W], masks [N, H, W])``: random maps in [0, 1) whose single maximum (1.5)
+    lies on the object in some images and off it in the others (image 0 a hit, 1 a miss)."""
+    n = 6 if seed is None else 8
+    _, _, masks = make_shapes(n, seed=3 if seed is None else seed)
+    generator = torch.Generator().manual_seed(seed or 0)
+    maps = torch.rand(masks.shape, generator=generator)
+    on_object = torch.rand(n, generator=generator) < 0.5
+    on_object[0], on_object[1] = True, False
+    for i in range(n):
+        allowed = (masks[i] if on_object[i] else ~masks[i]).flatten().nonzero()[:, 0]
+        pick = allowed[torch.randint(len(allowed), (1,), generator=generator)]
+        maps[i].view(-1)[pick] = 1.5
+    return maps, masks
+
+
+def _run_pointing_game(fn: Callable, seed: int | None = None) -> dict:
+    """``fn(maps, masks)`` returns one value per image, 1 where the map's strongest pixel lies on
+    the object (a hit) and 0 where not; compared with ``evaluate.pointing_game(...,
+    per_example=True)``. The maps hold values >= 0 with a single maximum each."""
+    maps, masks = _pointing_case(seed)
+    got = fn(maps.clone(), masks.clone())
+    return {"got": observe(got)}
+
+
+def _judge_pointing_game(observed, seed=None) -> str:
+    maps, masks = _pointing_case(seed)
+    n, h, w = maps.shape
+    expected = evaluate.pointing_game(maps, masks, per_example=True)
+    got = _array(observed["got"], "your pointing game")
+    if got.shape in ((), (1,)) and abs(float(got.reshape(-1)[0]) - float(expected.mean())) < 1e-6:
+        raise AssertionError(
+            f"your pointing game returned one number, {_number(got.reshape(-1)[0])}, the share of "
+            f"hits over the images; return one value per image ({n} values: 1 hit, 0 miss). The "
+            "pointing game's score is their mean."
+        )
+    index = torch.arange(n)
+    peak = maps.flatten(1).argmax(dim=1)
+    top = int(maps.argmax())  # one maximum for the whole batch
+    mistakes = {
+        "the argmax of the mask instead of the map (every image a hit)": torch.ones(n),
+        "the row and the column of the maximum swapped (divmod(index, W) gives (row, column))": (
+            masks[index, peak % w, peak // w].float()
+        ),
+        "one maximum for the whole batch (the same pixel looked up in every image)": (
+            masks[:, (top % (h * w)) // w, top % w].float()
+        ),
+        "the weakest pixel instead of the strongest (argmin)": masks.flatten(1)[
+            index, maps.flatten(1).argmin(dim=1)
+        ].float(),
+    }
+    _compare(
+        got,
+        expected,
+        "pointing game",
+        "hit_n = 1 if the map's strongest pixel, argmax over (i, j) of M^(n)_ij, lies on mask_n, "
+        "else 0: one value per image (maps.flatten(1).argmax(1) finds each map's peak).",
+        mistakes,
+        lambda index: f"image {index[0]}",
+    )
+    return (
+        f"pointing game: your hits match evaluate.pointing_game on {n} images "
+        f"({int(expected.sum())} hits)."
+    )
+
+
+check_pointing_game = Check(
+    _run_pointing_game, _judge_pointing_game, library=["lecture_lib.evaluate.pointing_game"]
+)
+
+
+def _deletion_cases(seed: int | None) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """``[(image [C, H, W], importance [H, W], target)]``: importance values all distinct (the
+    order is unique); the first case ranks the object's pixels first, the second is random."""
+    images, labels, masks = make_shapes(2, seed=5 if seed is None else seed)
+    generator = torch.Generator().manual_seed(seed or 0)
+    h, w = masks.shape[1:]
+    cases = []
+    for i in range(2):
+        distinct = torch.randperm(h * w, generator=generator).view(h, w).float() / (h * w)
+        importance = masks[i].float() + 0.5 * distinct if i == 0 else distinct + 0.1
+        cases.append((images[i], importance, int(labels[i])))
+    return cases
+
+
+def _check_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 64:
+        raise ValueError(f"check_deletion_curve: steps must be an int in 1..64, got {steps!r}.")
+
+
+def _run_deletion_curve(fn: Callable, steps: int = 8, seed: int | None = None) -> dict:
+    """``fn(model, image, importance, target, steps)`` returns the deletion curve of one image
+    ``[steps + 1]``: the target's probability after removing the first ``k * H * W // steps``
+    pixels, most important first, replaced by the image's mean colour; compared with
+    ``evaluate.deletion_curve(..., substrate="mean")``."""
+    _check_steps(steps)
+    model, fresh = load_shapes_net(), load_shapes_net()
+    cases = []
+    for image, importance, target in _deletion_cases(seed):
+        before = image.clone()
+        got = fn(model, image, importance.clone(), target, steps)
+        cases.append({"got": observe(got), "in_place": not torch.equal(image, before)})
+    return {"cases": cases, "changes": _changes(model, fresh, "your deletion_curve")}
+
+
+def _removal_curve(model, image, order, target, cuts, substrate, probability=True):
+    """The target's probability (or score) after replacing the pixels ``order[:cut]`` by
+    ``substrate`` [C, H, W], for each cut: a plain version, to name the mistakes."""
+    flat, fill = image.flatten(1), substrate.flatten(1)
+    steps = []
+    for cut in cuts:
+        x = flat.clone()
+        x[:, order[:cut]] = fill[:, order[:cut]]
+        steps.append(x.view_as(image))
+    with torch.no_grad():
+        scores = model(torch.stack(steps))
+    values = scores.softmax(dim=1) if probability else scores
+    return values[:, target]
+
+
+def _judge_deletion_curve(observed, steps: int = 8, seed=None) -> str:
+    _check_steps(steps)
+    _untouched(observed)
+    model = load_shapes_net()
+    for number, ((image, importance, target), case) in enumerate(
+        zip(_deletion_cases(seed), observed["cases"])
+    ):
+        if case["in_place"]:
+            raise AssertionError(
+                "your deletion_curve changed `image` in place; change a copy for each step "
+                "(x = image.clone()) and leave the image as it came."
+            )
+        expected = evaluate.deletion_curve(model, image, importance, target, steps=steps)
+        got = _array(case["got"], "your deletion_curve")
+        if got.shape == (steps,):
+            raise AssertionError(
+                f"your deletion curve has {steps} points, expected steps + 1 = {steps + 1}: step 0 "
+                "is the image itself (nothing removed yet), step `steps` the mean colour alone."
+            )
+        _compare_lazily(
+            got,
+            expected,
+            f"deletion curve ({'object first' if number == 0 else 'a random map'})",
+            "p_k = softmax(S(I_k))_c, where I_k is the image with its k * H * W // steps most "
+            "important pixels (all channels) set to the image's mean colour.",
+            functools.partial(_deletion_mistakes, model, image, importance, target, steps),
+            lambda index: f"step {index[0]}",
+        )
+    return (
+        f"your deletion curves ({steps} steps) match evaluate.deletion_curve with the mean colour."
+    )
+
+
+def _deletion_mistakes(model, image, importance, target, steps) -> dict:
+    c, h, w = image.shape
+    order = importance.flatten().argsort(descending=True)
+    cuts = [k * h * w // steps for k in range(steps + 1)]
+    mean = image.mean(dim=(1, 2), keepdim=True).expand_as(image)
+    mistakes = {
+        "removing the least important pixels first (sort in descending order)": (
+            _removal_curve(model, image, order.flip(0), target, cuts, mean)
+        ),
+        "the score S_c (a logit) instead of the probability softmax(S)_c": _removal_curve(
+            model, image, order, target, cuts, mean, probability=False
+        ),
+        "black (0) instead of the image's mean colour": _removal_curve(
+            model, image, order, target, cuts, torch.zeros_like(image)
+        ),
+        "one grey level, the mean over all channels, instead of the mean colour (one mean "
+        "per channel)": _removal_curve(
+            model, image, order, target, cuts, image.mean().expand_as(image)
+        ),
+    }
+    if (h * w) % steps:
+        mistakes[
+            f"chunks of H*W // steps pixels, k * (H*W // steps): then the last step leaves "
+            f"{h * w - steps * (h * w // steps)} pixels (the rule is k * H * W // steps)"
+        ] = _removal_curve(
+            model, image, order, target, [k * (h * w // steps) for k in range(steps + 1)], mean
+        )
+    return mistakes
+
+
+check_deletion_curve = Check(
+    _run_deletion_curve,
+    _judge_deletion_curve,
+    library=[
+        "lecture_lib.evaluate.deletion_curve",
+        "lecture_lib.evaluate.insertion_curve",
+        "lecture_lib.evaluate._curve",
+        "lecture_lib.evaluate.pixel_order",
+    ],
+)
+
+
+def _spearman_cases(seed: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of maps: related maps without ties, maps with many ties (values rounded), and a
+    map that is zero on most pixels (as guided backprop's maps are)."""
+    generator = torch.Generator().manual_seed(seed or 0)
+    size = 8 if seed is None else int(torch.randint(6, 24, (1,), generator=generator))
+
+    def noise(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    a = noise(size, size)
+    smooth = (a + 0.8 * noise(size, size), a)
+    tied = ((a * 2).round() / 2, (a + noise(size, size)).round())
+    sparse = ((a - a.quantile(0.7)).clamp(min=0), a.abs() + 0.5 * noise(size, size).abs())
+    return [smooth, tied, sparse]
+
+
+def _run_spearman(fn: Callable, seed: int | None = None) -> dict:
+    """``fn(a, b)`` returns Spearman's rank correlation of two maps of the same shape (one
+    number), tied values sharing their average rank; compared with ``evaluate.spearman``."""
+    return {"cases": [observe(fn(a.clone(), b.clone())) for a, b in _spearman_cases(seed)]}
+
+
+def _plain_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..D of a flat tensor, ties broken by position (no averaging)."""
+    ranks = torch.empty(len(x), dtype=torch.float64)
+    ranks[x.argsort(stable=True)] = torch.arange(1, len(x) + 1, dtype=torch.float64)
+    return ranks
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([x.double(), y.double()]))[0, 1])
+
+
+def _judge_spearman(observed, seed=None) -> str:
+    kinds = ["maps without ties", "maps with tied values", "a map that is zero on most pixels"]
+    for kind, (a, b), got in zip(kinds, _spearman_cases(seed), observed["cases"]):
+        x, y = a.flatten(), b.flatten()
+        got = _array(got, "your spearman")
+        if got.size != 1:
+            raise AssertionError(
+                f"your spearman returned shape {got.shape} for two maps of shape "
+                f"{tuple(a.shape)}; return one number, the correlation of the two maps' ranks."
+            )
+        n = len(x)
+        r, s = evaluate.rank(x.double()), evaluate.rank(y.double())
+        mistakes = {
+            "the Pearson correlation of the values themselves (correlate their ranks)": (
+                _pearson(x, y)
+            ),
+            "argsort taken as the ranks: argsort gives the order of the pixels, not each pixel's "
+            "rank (the rank of x_i is the number of values below it, plus 1)": _pearson(
+                x.argsort().double(), y.argsort().double()
+            ),
+            "ranks that ignore ties (tied values must share their average rank)": _pearson(
+                _plain_ranks(x), _plain_ranks(y)
+            ),
+            "the shortcut 1 - 6 Σ d² / (n (n² - 1)), exact only without ties (with tied values "
+            "use the correlation of the average ranks)": 1
+            - 6 * float(((r - s) ** 2).sum()) / (n * (n * n - 1)),
+        }
+        _compare(
+            got.reshape(()),
+            evaluate.spearman(x, y),
+            "Spearman correlation",
+            "ρ = the Pearson correlation of the ranks r, s of the two maps' values; a value with "
+            "b smaller and e equal values (itself included) gets the rank b + (e + 1) / 2.",
+            mistakes,
+            lambda index, kind=kind: kind,
+        )
+    return "your Spearman correlations match evaluate.spearman, ties included."
+
+
+check_spearman = Check(
+    _run_spearman,
+    _judge_spearman,
+    library=["lecture_lib.evaluate.spearman", "lecture_lib.evaluate.rank"],
+)
+
+
+# --- Beyond the lecture: Grad-CAM, SmoothGrad, fooling images ---------------------------------
+
+
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")
+
+
+def _check_conv_layer(layer) -> None:
+    if layer not in CONV_LAYERS:
+        raise ValueError(f"check_grad_cam: layer must be one of {CONV_LAYERS}, got {layer!r}.")
+
+
+def _run_grad_cam(fn: Callable, layer: str = "conv4", seed: int | None = None) -> dict:
+    """``fn(model, images, target, layer)`` returns Grad-CAM ``[N, H, W]`` of ShapesNet's
+    ``layer``, from forward and backward hooks that it removes afterwards; compared with
+    ``attribution.grad_cam(model, images, target, layer=layer)``."""
+    _check_conv_layer(layer)
+    model, images, target = _images_case(seed)
+    fresh = load_shapes_net()
+    got = fn(model, images.clone(), target.clone(), layer)
+    return {"got": observe(got), "changes": _changes(model, fresh, "your grad_cam")}
+
+
+def _layer_maps_and_gradients(model, images, target, layer):
+    """A and dS_c/dA of ``layer`` (plain autograd with a forward hook), to name the mistakes."""
+    kept = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: kept.append(out))
+    try:
+        x = images.clone().requires_grad_(True)
+        scores = model(x)
+    finally:
+        handle.remove()
+    (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), kept[0])
+    return kept[0].detach(), grads
+
+
+def _judge_grad_cam(observed, layer: str = "conv4", seed=None) -> str:
+    _check_conv_layer(layer)
+    _untouched(observed)
+    model, images, target = _images_case(seed)
+    expected = attribution.grad_cam(model, images, target, layer=layer)
+    got = _array(observed["got"], "your grad_cam")
+    size = tuple(images.shape[-2:])
+    if got.ndim == 3 and len(got) == len(images) and got.shape[1] < size[0]:
+        raise AssertionError(
+            f"your Grad-CAM has the layer's resolution, {got.shape[1]} x {got.shape[2]}; enlarge "
+            f"it to the image's {size[0]} x {size[1]} pixels with bilinear interpolation: "
+            "F.interpolate(cam[:, None], size=(H, W), mode='bilinear', align_corners=False)[:, 0]."
+        )
+    _compare_lazily(
+        got,
+        expected,
+        f"Grad-CAM of {layer}",
+        "alpha_k = mean over (i, j) of dS_c/dA^k_ij, L = ReLU(Σ_k alpha_k A^k), enlarged "
+        "bilinearly (align_corners=False) to the image.",
+        functools.partial(_grad_cam_mistakes, model, images, target, layer, expected),
+        _pixel,
+    )
+    return f"your Grad-CAM of {layer} matches attribution.grad_cam; no hooks left."
+
+
+def _grad_cam_mistakes(model, images, target, layer: str, expected) -> dict:
+    maps, grads = _layer_maps_and_gradients(model, images, target, layer)
+    h, w = maps.shape[-2:]
+
+    def enlarge(cam, mode="bilinear", align_corners=False):
+        options = {"align_corners": align_corners} if mode == "bilinear" else {}
+        return nn.functional.interpolate(
+            cam[:, None], size=tuple(images.shape[-2:]), mode=mode, **options
+        )[:, 0]
+
+    weighted = (grads.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1)
+    return {
+        "Grad-CAM without the ReLU (keep only what speaks for the class: ReLU of the sum)": (
+            enlarge(weighted)
+        ),
+        "the gradient at each position instead of its average over positions (that is "
+        "HiResCAM; Grad-CAM's weight alpha_k is one number per channel)": attribution.grad_cam(
+            model, images, target, layer=layer, elementwise=True
+        ),
+        f"the gradients summed over positions instead of averaged (a factor {h * w})": (
+            expected * h * w
+        ),
+        "nearest-neighbour enlargement (use mode='bilinear')": enlarge(
+            weighted.clamp(min=0), mode="nearest"
+        ),
+        "bilinear enlargement with align_corners=True (use align_corners=False)": enlarge(
+            weighted.clamp(min=0), align_corners=True
+        ),
+        f"the maps of relu{layer[-1]}, after the ReLU, instead of {layer}'s own output": (
+            attribution.grad_cam(model, images, target, layer=f"relu{layer[-1]}")
+        ),
+        "the Grad-CAM of the predicted class (use the given target)": attribution.grad_cam(
+            model, images, layer=layer
+        ),
+    }
+
+
+check_grad_cam = Check(
+    _run_grad_cam,
+    _judge_grad_cam,
+    library=[
+        "lecture_lib.attribution.grad_cam",
+        "lecture_lib.attribution.guided_grad_cam",
+        "lecture_lib.attribution._grad_cam",
+        "lecture_lib.attribution._maps_and_gradients",
+    ],
+)
+
+
+SMOOTHGRAD_METHODS = ("gradient", "saliency", "input_x_gradient", "guided_backprop")
+
+
+def _smoothgrad_case(method: str, seed: int | None):
+    """``(model, images, target, noise [S, N, C, H, W], the method)``: noise of standard
+    deviation 15 % of each image's range."""
+    if method not in SMOOTHGRAD_METHODS:
+        raise ValueError(
+            f"check_smoothgrad: method must be one of {SMOOTHGRAD_METHODS}, got {method!r}."
+        )
+    model, images, target = _images_case(seed, n=2)
+    generator = torch.Generator().manual_seed(seed or 0)
+    samples = 4 if seed is None else int(torch.randint(3, 7, (1,), generator=generator))
+    spread = images.flatten(1).amax(dim=1) - images.flatten(1).amin(dim=1)
+    sigma = 0.15 * spread.view(1, -1, 1, 1, 1)
+    noise = sigma * torch.randn(samples, *images.shape, generator=generator)
+    return model, images, target, noise, getattr(attribution, method)
+
+
+def _run_smoothgrad(fn: Callable, method: str = "gradient", seed: int | None = None) -> dict:
+    """``fn(method, model, images, target, noise)`` returns SmoothGrad, the mean over the
+    samples k of ``method(model, images + noise[k], target)``, for the noise
+    ``[S, N, C, H, W]`` it is given; compared with a plain loop over the library's method."""
+    model, images, target, noise, function = _smoothgrad_case(method, seed)
+    fresh = load_shapes_net()
+    before = images.clone()
+    got = fn(function, model, images, target.clone(), noise.clone())
+    return {
+        "got": observe(got),
+        "in_place": not torch.equal(images, before),
+        "changes": _changes(model, fresh, "your smoothgrad"),
+    }
+
+
+def _judge_smoothgrad(observed, method: str = "gradient", seed=None) -> str:
+    if observed["in_place"]:
+        raise AssertionError(
+            "your smoothgrad changed `images` in place; make each noisy copy a new tensor "
+            "(images + noise[k]) and leave the images as they came."
+        )
+    _untouched(observed)
+    model, images, target, noise, function = _smoothgrad_case(method, seed)
+    maps = torch.stack([function(model, images + e, target) for e in noise])
+    samples = len(noise)
+
+    def mistakes() -> dict:
+        return {
+            f"the sum over the {samples} noisy copies, not divided by their number (average "
+            "them)": maps.sum(dim=0),
+            "the mean of the squared maps (that is SmoothGrad-Squared)": maps.square().mean(dim=0),
+            "the mean of |map| (keep the sign: average the maps themselves)": maps.abs().mean(0),
+            "the map of the clean images (add noise[k] to the images)": function(
+                model, images, target
+            ),
+            "the map of the last noisy copy only (accumulate every copy)": maps[-1],
+            "the map of the first noisy copy only (accumulate every copy)": maps[0],
+        }
+
+    _compare_lazily(
+        observed["got"],
+        maps.mean(dim=0),
+        f"SmoothGrad of attribution.{method}",
+        f"M̂(x) = (1/S) Σ_k M(x + ε_k), with ε_k = noise[k] and M = attribution.{method}.",
+        mistakes,
+        _pixel,
+    )
+    return f"your SmoothGrad of attribution.{method} over {samples} noisy copies is right."
+
+
+check_smoothgrad = Check(
+    _run_smoothgrad, _judge_smoothgrad, library=["lecture_lib.attribution.smoothgrad"]
+)
+
+
+def _signed_step_cases(seed: int | None):
+    """``(model, images, source, target, epsilon)``: the model's classes and a target class
+    that differs from each (the same image at two targets when ``seed`` is None)."""
+    model = load_shapes_net()
+    images, _ = _shapes(seed or 0, 3)
+    with torch.no_grad():
+        source = model(images).argmax(dim=1)
+    generator = torch.Generator().manual_seed(seed or 0)
+    if seed is None:
+        offset, epsilon = torch.tensor([1, 2, 3]), 4 / 255
+    else:
+        offset = torch.randint(1, len(CLASSES), (3,), generator=generator)
+        epsilon = int(torch.randint(2, 13, (1,), generator=generator)) / 255
+    return model, images, source, (source + offset) % len(CLASSES), epsilon
+
+
+def _run_signed_step(fn: Callable, seed: int | None = None) -> dict:
+    """``fn(model, image, target, epsilon)`` returns one signed gradient step towards class
+    ``target``, :math:`I + \\varepsilon\\, \\mathrm{sign}(\\partial (S_t - S_c)/\\partial I)` with c
+    the model's class of ``image``, clamped to [0, 1]; compared with
+    ``fooling.fast_gradient_sign(model, image, target, epsilon=epsilon).image``."""
+    model, images, _, target, epsilon = _signed_step_cases(seed)
+    fresh = load_shapes_net()
+    cases = []
+    for image, t in zip(images, target):
+        before = image.clone()
+        got = fn(model, image, int(t), epsilon)
+        cases.append({"got": observe(got), "in_place": not torch.equal(image, before)})
+    return {"cases": cases, "changes": _changes(model, fresh, "your signed_step")}
+
+
+def _margin_gradient(model, image, source: int, target: int) -> torch.Tensor:
+    """g = d(S_t - S_c)/dI of one image, plain autograd."""
+    x = image[None].clone().requires_grad_(True)
+    scores = model(x)[0]
+    (g,) = torch.autograd.grad(scores[target] - scores[source], x)
+    return g[0]
+
+
+def _judge_signed_step(observed, seed=None) -> str:
+    _untouched(observed)
+    model, images, source, target, epsilon = _signed_step_cases(seed)
+    for i, (image, c, t, case) in enumerate(zip(images, source, target, observed["cases"])):
+        if case["in_place"]:
+            raise AssertionError(
+                "your signed_step changed `image` in place; return a new tensor and leave the "
+                "image as it came."
+            )
+        got = _array(case["got"], "your signed_step")
+        expected = fooling.fast_gradient_sign(model, image, int(t), epsilon=epsilon).image
+        g = _margin_gradient(model, image, int(c), int(t))
+        if got.shape == tuple(expected.shape):
+            # Where g is nearly 0, rounding may decide its sign: any of the three steps is right.
+            unsure = (g.abs() <= 1e-5 * g.abs().max()).numpy()
+            allowed = [(image + sign * epsilon).clamp(0, 1).numpy() for sign in (-1.0, 0.0, 1.0)]
+            fits = np.any([np.abs(got - a) <= 1e-6 for a in allowed], axis=0)
+            expected = torch.from_numpy(np.where(unsure & fits, got, expected.double().numpy()))
+
+        def mistakes(image=image, t=t, g=g) -> dict:
+            w_t = _score_gradient(model, image[None], torch.tensor([int(t)]))[0]
+            return {
+                "the gradient of S_t alone (step along the margin S_t - S_c, c the model's "
+                "class)": (image + epsilon * w_t.sign()).clamp(0, 1),
+                "a step away from the target (I - ε sign(g); the step raises S_t - S_c)": (
+                    (image - epsilon * g.sign()).clamp(0, 1)
+                ),
+                "ε times the gradient itself instead of its sign": (image + epsilon * g).clamp(
+                    0, 1
+                ),
+                "the step without clamping to [0, 1] (an image's pixels stay in [0, 1])": (
+                    image + epsilon * g.sign()
+                ),
+            }
+
+        _compare_lazily(
+            got,
+            expected,
+            f"signed step (image {i}, class {int(c)} -> {int(t)}, ε = {epsilon:.4g})",
+            "I = clamp(I_0 + ε sign(g), 0, 1), g = ∂(S_t - S_c)/∂I at I_0, c = the class the "
+            "model gives I_0.",
+            mistakes,
+            lambda index: f"channel {index[0]}, pixel {index[1:]}",
+        )
+    return "your signed gradient steps match fooling.fast_gradient_sign."
+
+
+check_signed_step = Check(
+    _run_signed_step,
+    _judge_signed_step,
+    library=[
+        "lecture_lib.fooling.fast_gradient_sign",
+        "lecture_lib.fooling._margin_gradient",
+        "lecture_lib.fooling.taylor_estimate",
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lecture_lib import activations, attribution, checks, perturbation
+from lecture_lib import activations, attribution, checks, evaluate, perturbation
 from lecture_lib.models import load_shapes_net
 
 # The lecture's tables ("Difference in backpropagating through ReLU"), typed from the slides.
@@ -409,3 +409,278 @@ def test_receptive_fields_check_explains_the_jump_without_the_answer():
     assert "8" not in str(error.value)  # a hint, not the answer
     with pytest.raises(AssertionError, match=r"missing: \['pool4'\]"):
         checks.check_receptive_fields({k: v for k, v in right.items() if k != "pool4"})
+
+
+# --- evaluating explanations ---------------------------------------------------------------------
+
+
+def pointing_hits(maps, masks, swap=False, batch_max=False):
+    n, h, w = maps.shape
+    peak = maps.flatten(1).argmax(dim=1)
+    if batch_max:
+        peak = torch.full((n,), int(maps.argmax()) % (h * w))
+    rows, cols = peak // w, peak % w
+    if swap:
+        rows, cols = cols, rows
+    return masks[torch.arange(n), rows, cols]
+
+
+def test_pointing_game_passes_a_plain_argmax_and_names_mistakes(printed):
+    checks.check_pointing_game(pointing_hits)
+    checks.check_pointing_game(pointing_hits, seed=11)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="argmax of the mask"):
+        checks.check_pointing_game(lambda maps, masks: torch.ones(len(maps)))
+    with pytest.raises(AssertionError, match="row and the column of the maximum swapped"):
+        checks.check_pointing_game(partial(pointing_hits, swap=True))
+    with pytest.raises(AssertionError, match="one maximum for the whole batch"):
+        checks.check_pointing_game(partial(pointing_hits, batch_max=True))
+    with pytest.raises(AssertionError, match="returned one number.*one value per image"):
+        checks.check_pointing_game(lambda maps, masks: pointing_hits(maps, masks).float().mean())
+    with pytest.raises(AssertionError, match=r"got shape \(6, 64\), expected \(6,\)"):
+        checks.check_pointing_game(lambda maps, masks: maps.argmax(dim=1))
+
+
+def test_pointing_game_calling_the_library_is_noted(printed):
+    checks.check_pointing_game(lambda m, k: evaluate.pointing_game(m, k, per_example=True))
+    assert "Note: your answer calls lecture_lib.evaluate.pointing_game" in printed()
+
+
+def loop_deletion(
+    model,
+    image,
+    importance,
+    target,
+    steps,
+    ascending=False,
+    logits=False,
+    fill="mean",
+    chunks=False,
+):
+    c, h, w = image.shape
+    order = importance.flatten().argsort(descending=not ascending)
+    colour = {"mean": image.mean(dim=(1, 2)), "black": torch.zeros(c), "grey": image.mean()}[fill]
+    curve = []
+    for k in range(steps + 1):
+        cut = k * (h * w // steps) if chunks else k * h * w // steps
+        x = image.clone()
+        for p in order[:cut].tolist():
+            x[:, p // w, p % w] = colour
+        with torch.no_grad():
+            scores = model(x[None])[0]
+        curve.append(scores[target] if logits else scores.softmax(dim=0)[target])
+    return torch.stack(curve)
+
+
+def test_deletion_curve_passes_a_pixel_loop_and_names_mistakes(printed):
+    checks.check_deletion_curve(loop_deletion, steps=8)
+    checks.check_deletion_curve(loop_deletion, steps=6, seed=12)
+    assert printed().count("✓") == 2
+    for options, named in [
+        (dict(ascending=True), "least important pixels first"),
+        (dict(logits=True), "instead of the probability"),
+        (dict(fill="black"), r"black \(0\) instead of the image's mean colour"),
+        (dict(fill="grey"), "one grey level"),
+    ]:
+        with pytest.raises(AssertionError, match=named):
+            checks.check_deletion_curve(partial(loop_deletion, **options), steps=8)
+    with pytest.raises(AssertionError, match=r"k \* \(H\*W // steps\).*leaves 4 pixels"):
+        checks.check_deletion_curve(partial(loop_deletion, chunks=True), steps=6)
+    with pytest.raises(AssertionError, match="step 0 is the image itself"):
+        checks.check_deletion_curve(lambda *args: loop_deletion(*args)[1:], steps=8)
+
+
+def test_deletion_curve_that_changes_the_image_in_place_fails():
+    def in_place(model, image, importance, target, steps):
+        curve = loop_deletion(model, image, importance, target, steps)
+        image.zero_()
+        return curve
+
+    with pytest.raises(AssertionError, match="changed `image` in place"):
+        checks.check_deletion_curve(in_place)
+
+
+def average_ranks(x):
+    """Rank = the number of smaller values + (the number of equal values + 1) / 2."""
+    x = x.flatten().double()
+    below = (x[None, :] < x[:, None]).sum(dim=1)
+    equal = (x[None, :] == x[:, None]).sum(dim=1)
+    return below + (equal + 1) / 2
+
+
+def pearson(r, s):
+    r, s = r - r.mean(), s - s.mean()
+    return (r * s).sum() / ((r * r).sum() * (s * s).sum()).sqrt()
+
+
+def order_ranks(x):
+    return torch.argsort(torch.argsort(x.flatten(), stable=True)).double()
+
+
+def test_spearman_passes_average_ranks_and_names_mistakes(printed):
+    def spearman(a, b):
+        return pearson(average_ranks(a), average_ranks(b))
+
+    checks.check_spearman(spearman)
+    checks.check_spearman(spearman, seed=13)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="Pearson correlation of the values themselves"):
+        checks.check_spearman(lambda a, b: pearson(a.flatten().double(), b.flatten().double()))
+    with pytest.raises(AssertionError, match="argsort taken as the ranks"):
+        checks.check_spearman(
+            lambda a, b: pearson(a.flatten().argsort().double(), b.flatten().argsort().double())
+        )
+    with pytest.raises(AssertionError, match="(?s)maps with tied values.*ranks that ignore ties"):
+        checks.check_spearman(lambda a, b: pearson(order_ranks(a), order_ranks(b)))
+
+    def shortcut(a, b):
+        d, n = average_ranks(a) - average_ranks(b), a.numel()
+        return 1 - 6 * (d * d).sum() / (n * (n * n - 1))
+
+    with pytest.raises(AssertionError, match=r"1 - 6 Σ d² / \(n \(n² - 1\)\), exact only"):
+        checks.check_spearman(shortcut)
+
+
+# --- Grad-CAM, SmoothGrad, fooling images -------------------------------------------------------
+
+
+def hooked_grad_cam(
+    model,
+    images,
+    target,
+    layer,
+    remove=True,
+    relu=True,
+    average=True,
+    upsample=True,
+    mode="bilinear",
+):
+    kept = {}
+    module = model.get_submodule(layer)
+    handles = [
+        module.register_forward_hook(lambda m, i, out: kept.update(maps=out.detach())),
+        module.register_full_backward_hook(lambda m, gi, go: kept.update(grads=go[0])),
+    ]
+    x = images.clone().requires_grad_(True)
+    torch.autograd.grad(model(x)[torch.arange(len(x)), target].sum(), x)
+    if remove:
+        for handle in handles:
+            handle.remove()
+    weights = kept["grads"].mean(dim=(2, 3), keepdim=True) if average else kept["grads"]
+    cam = (weights * kept["maps"]).sum(dim=1)
+    cam = cam.clamp(min=0) if relu else cam
+    if not upsample:
+        return cam
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    return nn.functional.interpolate(cam[:, None], size=(64, 64), mode=mode, **options)[:, 0]
+
+
+def test_grad_cam_passes_hooks_and_names_mistakes(printed):
+    checks.check_grad_cam(hooked_grad_cam)
+    checks.check_grad_cam(hooked_grad_cam, layer="conv3", seed=14)
+    assert printed().count("✓") == 2
+    for options, named in [
+        (dict(relu=False), "without the ReLU"),
+        (dict(average=False), "HiResCAM"),
+        (dict(mode="nearest"), "nearest-neighbour"),
+        (dict(upsample=False), r"the layer's resolution, 8 x 8.*mode='bilinear'"),
+        (dict(remove=False), "left hooks on conv4"),
+    ]:
+        with pytest.raises(AssertionError, match=named):
+            checks.check_grad_cam(partial(hooked_grad_cam, **options))
+    with pytest.raises(AssertionError, match="summed over positions instead of averaged"):
+        checks.check_grad_cam(lambda *args: 64 * hooked_grad_cam(*args))
+    with pytest.raises(AssertionError, match="maps of relu4, after the ReLU"):
+        checks.check_grad_cam(lambda m, x, t, layer: hooked_grad_cam(m, x, t, "relu4"))
+    with pytest.raises(AssertionError, match="predicted class"):
+        checks.check_grad_cam(
+            lambda m, x, t, layer: hooked_grad_cam(m, x, m(x).argmax(dim=1), layer)
+        )
+
+
+def test_grad_cam_calling_the_library_is_noted(printed):
+    checks.check_grad_cam(lambda m, x, t, layer: attribution.grad_cam(m, x, t, layer=layer))
+    out = printed()
+    assert "Note: your answer calls" in out and "lecture_lib.attribution.grad_cam," in out
+
+
+def loop_smoothgrad(method, model, images, target, noise, reduce="mean", square=False):
+    total = torch.zeros_like(method(model, images, target))
+    for draw in noise:
+        value = method(model, images + draw, target)
+        total = total + (value.square() if square else value)
+    return total / len(noise) if reduce == "mean" else total
+
+
+def test_smoothgrad_passes_a_loop_and_names_mistakes(printed):
+    checks.check_smoothgrad(loop_smoothgrad)
+    checks.check_smoothgrad(loop_smoothgrad, method="saliency", seed=15)
+    checks.check_smoothgrad(loop_smoothgrad, method="guided_backprop", seed=16)
+    assert printed().count("✓") == 3
+    with pytest.raises(AssertionError, match="not divided by their number"):
+        checks.check_smoothgrad(partial(loop_smoothgrad, reduce="sum"))
+    with pytest.raises(AssertionError, match="SmoothGrad-Squared"):
+        checks.check_smoothgrad(partial(loop_smoothgrad, square=True))
+    with pytest.raises(AssertionError, match="clean images"):
+        checks.check_smoothgrad(lambda method, m, x, t, noise: method(m, x, t))
+    with pytest.raises(AssertionError, match="last noisy copy only"):
+        checks.check_smoothgrad(lambda method, m, x, t, noise: method(m, x + noise[-1], t))
+
+
+def test_smoothgrad_agrees_with_the_library_on_the_library_s_own_noise():
+    """The loop with the noise that attribution.smoothgrad draws gives attribution.smoothgrad."""
+    model, images, target, _, method = checks._smoothgrad_case("gradient", None)
+    generator = torch.Generator().manual_seed(0)
+    spread = images.flatten(1).amax(dim=1) - images.flatten(1).amin(dim=1)
+    draws = torch.stack([torch.randn(images.shape, generator=generator) for _ in range(5)])
+    noise = 0.15 * spread.view(1, -1, 1, 1, 1) * draws
+    ours = loop_smoothgrad(method, model, images, target, noise)
+    library = attribution.smoothgrad(method, model, images, target, samples=5, noise=0.15)
+    assert torch.allclose(ours, library, rtol=1e-4, atol=1e-7)
+
+
+def signed_step(model, image, target, epsilon, margin=True, sign=True, clamp=True, towards=1.0):
+    x = image.clone().requires_grad_(True)
+    scores = model(x[None])[0]
+    source = int(scores.argmax())
+    objective = scores[target] - scores[source] if margin else scores[target]
+    (g,) = torch.autograd.grad(objective, x)
+    new = image + towards * epsilon * (g.sign() if sign else g)
+    return new.clamp(0, 1) if clamp else new
+
+
+def test_signed_step_passes_and_names_mistakes(printed):
+    checks.check_signed_step(signed_step)
+    checks.check_signed_step(signed_step, seed=17)
+    assert printed().count("✓") == 2
+    for options, named in [
+        (dict(margin=False), "the gradient of S_t alone"),
+        (dict(towards=-1.0), "a step away from the target"),
+        (dict(sign=False), "instead of its sign"),
+        (dict(clamp=False), "without clamping"),
+    ]:
+        with pytest.raises(AssertionError, match=named):
+            checks.check_signed_step(partial(signed_step, **options))
+
+
+def test_signed_step_accepts_either_sign_where_the_gradient_is_nearly_zero():
+    """Two backward passes (w_t - w_c) instead of one round differently; the check allows it."""
+
+    def two_passes(model, image, target, epsilon):
+        x = image.clone().requires_grad_(True)
+        source = int(model(x[None])[0].argmax())
+        (w_t,) = torch.autograd.grad(model(x[None])[0, target], x)
+        (w_c,) = torch.autograd.grad(model(x[None])[0, source], x)
+        return (image + epsilon * (w_t - w_c).sign()).clamp(0, 1)
+
+    checks.check_signed_step(two_passes, seed=18)
+
+
+def test_signed_step_that_changes_the_image_in_place_fails():
+    def in_place(model, image, target, epsilon):
+        new = signed_step(model, image, target, epsilon)
+        image.copy_(new)
+        return new
+
+    with pytest.raises(AssertionError, match="changed `image` in place"):
+        checks.check_signed_step(in_place)

@@ -25,7 +25,14 @@ from lecture_lib import evaluate, plot  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "lectures").glob("*.ipynb")) + [
     ROOT / "solutions" / name / f"{name}.ipynb"
-    for name in ("01_activations", "02_saturation", "03_saliency", "05_guided_backprop")
+    for name in (
+        "01_activations",
+        "02_saturation",
+        "03_saliency",
+        "05_guided_backprop",
+        "06_evaluation",
+        "07_beyond",
+    )
 ]
 OUTPUT_AREA = 975
 """Pixels: the widest figure JupyterLab shows unscaled (about 970) and a few pixels of slack."""

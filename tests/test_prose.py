@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LECTURES = {path.stem[:2]: path for path in sorted((ROOT / "lectures").glob("*.ipynb"))}
 SOLUTIONS = {
     name[:2]: ROOT / "solutions" / name / f"{name}.ipynb"
-    for name in ("01_activations", "02_saturation", "03_saliency", "05_guided_backprop")
+    for name in (
+        "01_activations",
+        "02_saturation",
+        "03_saliency",
+        "05_guided_backprop",
+        "06_evaluation",
+        "07_beyond",
+    )
 }
 
 
@@ -399,6 +406,18 @@ def test_05_answer_quotes_the_correlations_printed_above_it():
     gradient, guided = numbers(line["gradient"]), numbers(line["guided backprop"])
     text = item(answer(nb), 2)
     assert numbers(text) == [*guided, *gradient], (numbers(text), guided, gradient)
+
+
+@pytest.mark.parametrize("number", ["06", "07"])
+def test_answer_quotes_only_numbers_printed_in_its_notebook(number):
+    nb = solution(number)
+    printed = "".join(
+        out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs
+    )
+    quoted = re.findall(r"(?<![\w.])-?\d+\.\d+", answer(nb))
+    assert quoted
+    for value in quoted:
+        assert value in printed, f"the answer of {number} quotes {value}, which no output prints"
 
 
 def test_05_answer_names_the_entries_that_survive_the_guided_rule():
