@@ -6,6 +6,7 @@ grading/                                    submissions, autograded work, feedba
 """
 
 import os
+import sys
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
@@ -28,6 +29,12 @@ from lecture_lib.grading.sanitize import (
 )
 
 c = get_config()  # noqa: F821 (nbgrader provides get_config)
+
+# nbgrader runs `alembic` (a tool of its environment) when it creates the gradebook: find it
+# next to this Python also when the environment is not activated (`.venv/bin/nbgrader ...`).
+_tools = os.path.dirname(sys.executable)
+if _tools not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _tools + os.pathsep + os.environ.get("PATH", "")
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 os.makedirs(os.path.join(c.CourseDirectory.root, "grading"), exist_ok=True)

@@ -433,10 +433,14 @@ def _fit_width(size: float, columns: float, max_width: float | None, margin: flo
 _WORDS = re.compile(r"(?:\$[^$]*\$|[^\s$])+")
 
 
+MIN_TITLE_POINTS = 7.0
+"""The smallest font a title is shrunk to when one of its words is wider than its cell."""
+
+
 def _fit_title(ax: Axes, text: str, width: float, **kwargs) -> None:
     """``ax.set_title(text)``, with lines broken between words (never inside $...$) so that each
     line fits ``width`` inches (the width of the axes' cell in the grid), and the lines of a
-    broken title about equally long."""
+    broken title about equally long; a word wider than the cell gets a smaller font."""
     fig = ax.get_figure(root=True)
     renderer = fig.canvas.get_renderer()
     title = ax.set_title(text, **kwargs)
@@ -469,6 +473,11 @@ def _fit_title(ax: Axes, text: str, width: float, **kwargs) -> None:
             else:
                 low = middle
         lines += wrap(words, limit) if len(wrapped) > 1 else wrapped
+    title.set_text("\n".join(lines))
+    widest = max((measure(line) for line in lines), default=0.0)
+    if widest > 0.95 * width * fig.dpi:  # a single word wider than the cell: a smaller font
+        smaller = title.get_fontsize() * 0.95 * width * fig.dpi / widest
+        title.set_fontsize(max(MIN_TITLE_POINTS, smaller))
     title.set_text("\n".join(lines))
 
 
@@ -806,7 +815,8 @@ def compare_methods(
         n, 1 + len(columns), figsize=(size * (1 + len(columns)), size * n), squeeze=False
     )
     for i, picture in enumerate(pictures):
-        draw_image(axes[i, 0], picture, titles[i] if titles else f"image {i}")
+        draw_image(axes[i, 0], picture)
+        _fit_title(axes[i, 0], titles[i] if titles else f"image {i}", width=size)
     for j, (method, maps) in enumerate(columns.items(), start=1):
         for i, (picture, m) in enumerate(zip(pictures, maps)):
             style = map_style(
@@ -832,7 +842,22 @@ def compare_methods(
             own = scale == "own"
             named = labels[method] if labels[method] is not None or j == 1 or not own else ""
             _scale_bar(axes[-1, j], style, named, own=own)  # "own": said once, under column 1
+    _make_room_for_titles(fig, axes, size, bars=colorbar)
     return fig
+
+
+TITLE_LINE = 0.22
+"""Inches of figure height per line of an axes title (the default title size, with spacing)."""
+
+
+def _make_room_for_titles(fig: Figure, axes: np.ndarray, size: float, bars: bool) -> None:
+    """Make a grid ``size`` inches per row plus the height of each row's titles (and of the
+    colour scales under the last row), so that wrapped titles never squeeze the maps."""
+    lines = [
+        max(ax.get_title().count("\n") + 1 if ax.get_title() else 0 for ax in row) for row in axes
+    ]
+    height = len(axes) * size + TITLE_LINE * sum(lines) + (0.45 if bars else 0.0)
+    fig.set_size_inches(fig.get_figwidth(), height)
 
 
 def _column_labels(label, methods: list[str], function: str) -> dict[str, str | None]:
