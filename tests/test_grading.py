@@ -598,7 +598,10 @@ def test_the_sandbox_hid_the_course_from_the_student(course):
     )
     assert "seen:" in printed and "True" not in printed.split("seen:")[1].split("\n")[0]
     writes = read(notebook_path(course / "grading" / "autograded" / "writes_everything", SCENARIOS))
-    assert "WROTE" not in nbformat.writes(writes)
+    printed = "".join(
+        o.get("text", "") for c in writes.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert printed.count("refused:") == 4 and "WROTE" not in printed  # four paths, none written
 
 
 def test_an_edited_test_cell_is_restored_and_fails(graded, course):
