@@ -72,21 +72,7 @@ def load_shapes_net(
 ) -> ShapesNet:
     """The trained ShapesNet with the shipped weights, in eval mode, on ``device``."""
     path = Path(path) if path is not None else WEIGHTS_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"The ShapesNet weights are missing: no file at {path}. "
-            f"Rebuild them with: {REBUILD_COMMAND}"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = ShapesNet()
-        model.load_state_dict(state)
-    except Exception as error:  # a truncated, foreign or otherwise corrupt file
-        raise RuntimeError(
-            f"The ShapesNet weights at {path} could not be loaded ({type(error).__name__}: "
-            f"{error}). Rebuild them with: {REBUILD_COMMAND}"
-        ) from error
-    return model.to(device).eval()
+    return _load_weights(path, "The ShapesNet weights", REBUILD_COMMAND).to(device).eval()
 
 
 def load_shortcut_net(
@@ -97,10 +83,16 @@ def load_shortcut_net(
     the mark's colour instead of the shapes: right with honest marks, wrong when the mark lies
     (the accuracies are in the README and in tests/test_shortcut.py)."""
     path = Path(path) if path is not None else SHORTCUT_WEIGHTS_PATH
+    name = "The weights of the shortcut network"
+    return _load_weights(path, name, SHORTCUT_REBUILD_COMMAND).to(device).eval()
+
+
+def _load_weights(path: Path, name: str, rebuild: str) -> ShapesNet:
+    """A ``ShapesNet`` with the weights stored at ``path``; a missing or unreadable file gets an
+    error that names ``name`` and the command that rebuilds it."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"The weights of the shortcut network are missing: no file at {path}. "
-            f"Rebuild them with: {SHORTCUT_REBUILD_COMMAND}"
+            f"{name} are missing: no file at {path}. Rebuild them with: {rebuild}"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,10 +100,10 @@ def load_shortcut_net(
         model.load_state_dict(state)
     except Exception as error:  # a truncated, foreign or otherwise corrupt file
         raise RuntimeError(
-            f"The weights of the shortcut network at {path} could not be loaded "
-            f"({type(error).__name__}: {error}). Rebuild them with: {SHORTCUT_REBUILD_COMMAND}"
+            f"{name} at {path} could not be loaded ({type(error).__name__}: {error}). "
+            f"Rebuild them with: {rebuild}"
         ) from error
-    return model.to(device).eval()
+    return model
 
 
 # --- optional ImageNet models (instructors with the weights) --------------------------------

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from lecture_lib import models
 from lecture_lib.data import make_shapes
 from lecture_lib.models import ShapesNet, load_imagenet, load_shapes_net
 from lecture_lib.train import TRAIN_SEED, VALIDATION_SEED, accuracy
@@ -78,3 +79,23 @@ def test_normalize_lets_imagenet_models_take_images_in_0_1():
         :, None, None
     ]
     torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize(
+    "load, name, command",
+    [
+        (models.load_shapes_net, "The ShapesNet weights", "python -m lecture_lib.train"),
+        (models.load_shortcut_net, "The weights of the shortcut network", "--shortcut"),
+    ],
+)
+def test_missing_or_broken_weights_name_the_command_that_rebuilds_them(
+    load, name, command, tmp_path
+):
+    with pytest.raises(FileNotFoundError, match=f"{name} are missing") as missing:
+        load(path=tmp_path / "absent.pt")
+    assert command in str(missing.value)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=f"{name} at .* could not be loaded") as unreadable:
+        load(path=broken)
+    assert command in str(unreadable.value)
