@@ -43,8 +43,11 @@ from .targets import (
     finish,
     fix_target,
     gradients_on,
+    pass_size,
+    passes,
     prepare,
     score,
+    select,
     target_indices,
 )
 
@@ -52,27 +55,48 @@ from .targets import (
 def _backward(
     model: nn.Module, batch: torch.Tensor, target, method: str, rule: str | None = None
 ) -> torch.Tensor:
-    """``d f / d inputs`` for every example, the ReLUs following ``rule`` (None: plain autograd).
+    """``d f / d inputs`` for every example, the ReLUs following ``rule`` (None: plain autograd),
+    ``targets.pass_size`` examples at a time.
 
     Each example's f depends on that example only, so the gradient of ``f.sum()`` holds every
     example's own gradient. Only the input's gradient is computed (no ``.grad`` on parameters),
     also when the caller runs in ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
     with gradients_on(), explaining(model):
-        batch = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
-        if rule is None:
-            f, _ = score(model, batch, target, method)
-        else:
-            with use_rule(rule) as mode:
-                f, _ = score(model, batch, target, method)
-            if mode.relu_calls == 0 and rule != "gradient":
-                raise ValueError(
-                    f"{method}: the model has no ReLU, so the {rule!r} rule would equal the plain "
-                    "gradient. It explains networks with ReLU activations (nn.ReLU, F.relu, "
-                    "x.clamp(min=0), ...)."
+        size = pass_size(batch)
+        if len(batch) <= size:
+            return _one_pass(model, batch, target, method, rule)
+        if target is not None and not isinstance(target, Neuron):
+            target = class_indices(target, len(batch), method)
+        return torch.cat(
+            [
+                _one_pass(
+                    model,
+                    batch[part],
+                    target if target is None else select(target, part),
+                    method,
+                    rule,
                 )
-        grad = _input_gradient(f, batch, method)
-    return grad
+                for part in passes(len(batch), size)
+            ]
+        )
+
+
+def _one_pass(model, batch, target, method, rule):
+    """``_backward`` on examples that go through the model together (inside ``explaining``)."""
+    batch = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
+    if rule is None:
+        f, _ = score(model, batch, target, method)
+    else:
+        with use_rule(rule) as mode:
+            f, _ = score(model, batch, target, method)
+        if mode.relu_calls == 0 and rule != "gradient":
+            raise ValueError(
+                f"{method}: the model has no ReLU, so the {rule!r} rule would equal the plain "
+                "gradient. It explains networks with ReLU activations (nn.ReLU, F.relu, "
+                "x.clamp(min=0), ...)."
+            )
+    return _input_gradient(f, batch, method)
 
 
 def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.Tensor:
@@ -169,12 +193,6 @@ def _with_gap(model, attributions, batch, reference, target, inputs, single, ret
     return result, finish(gap, inputs, single)
 
 
-# Path points per pass of integrated gradients: about this many input values. A pass of a
-# whole batch costs one forward + backward; far larger passes cost more per image on a CPU
-# (their activations no longer fit the memory allocator's reuse: 1.7x per image at 256 shapes).
-PASS_VALUES = 2**20
-
-
 def integrated_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -192,8 +210,8 @@ def integrated_gradients(
     computed with the midpoint rule, :math:`\alpha_k = (k + 1/2) / m` for ``steps`` m, with up to
     ``batch_size`` path points per forward pass, and at least one step of the whole batch (a
     progress bar when there are many passes). By default (``None``) a pass holds as many steps
-    as fit in about ``PASS_VALUES`` input values: one step of a batch of 64 shapes or of
-    photos, all 50 steps of one shape.
+    as fit in a pass of ``targets.PASS_VALUES`` input values (one step of a batch of 64 shapes
+    or of photos, 42 steps of one shape).
     The attributions add up to f(x) - f(x') up to the quadrature error; ``return_gap=True``
     also returns, per example, :math:`\sum_i IG_i - (f(x) - f(x'))`.
     """
@@ -216,9 +234,9 @@ def integrated_gradients(
             _, target = fix_target(model, batch, target, "integrated_gradients")
         elif not isinstance(target, Neuron):  # checked against the classes by the first pass
             target = class_indices(target, n, "integrated_gradients")
-        points_per_pass = batch_size or max(n, PASS_VALUES // batch[0].numel())
+        points_per_pass = batch_size or max(n, pass_size(batch))
         alphas = (torch.arange(steps, dtype=batch.dtype, device=batch.device) + 0.5) / steps
-        chunks = alphas.split(max(1, points_per_pass // n))
+        chunks = [alphas[part] for part in passes(steps, max(1, points_per_pass // n))]
         show = progress if progress is not None else len(chunks) > 20
         difference = batch - reference
         total = torch.zeros_like(batch)
@@ -449,7 +467,7 @@ def smoothgrad(
     noise: float = 0.15,
     seed: int = 0,
     squared: bool = False,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
     r"""SmoothGrad (Smilkov et al. 2017): the average of a method's maps over noisy copies,
@@ -473,7 +491,8 @@ def smoothgrad(
             an int, one int per example, or a ``Neuron``.
         samples: n, the number of noisy copies (>= 1).
         noise: :math:`\sigma` as a fraction of the input's range (>= 0; 0 gives the method).
-        batch_size: up to this many noisy examples go through ``method`` at once.
+        batch_size: up to this many noisy examples go through ``method`` at once (at least one
+            noisy copy of the whole batch); ``None``: a pass of ``targets.PASS_VALUES`` values.
         progress: show a progress bar (default: when there are more than 20 batches).
 
     Returns:
@@ -485,7 +504,11 @@ def smoothgrad(
             f"{name}: method must be an attribution function method(model, inputs, target), "
             f"e.g. attribution.gradient; got {type(method).__name__}."
         )
-    for value, label in ((samples, "samples"), (batch_size, "batch_size"), (seed, "seed")):
+    for value, label in (
+        (samples, "samples"),
+        (1 if batch_size is None else batch_size, "batch_size"),
+        (seed, "seed"),
+    ):
         low = 0 if label == "seed" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: {label} must be an int >= {low}, got {label}={value!r}.")
@@ -501,7 +524,7 @@ def smoothgrad(
     spread = batch.flatten(1).amax(dim=1) - batch.flatten(1).amin(dim=1)
     sigma = (noise * spread).view(n, *[1] * (batch.ndim - 1))
     generator = torch.Generator().manual_seed(seed)
-    per_call = max(1, batch_size // n)
+    per_call = max(1, (batch_size or pass_size(batch)) // n)
     chunks = [range(k, min(k + per_call, samples)) for k in range(0, samples, per_call)]
     show = progress if progress is not None else len(chunks) > 20
     total = None

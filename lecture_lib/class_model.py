@@ -32,14 +32,23 @@ keep the image readable; ``activations.top_patches`` answers it from data instea
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .data import gaussian_blur
-from .targets import Neuron, explaining, get_layer, model_device, score, target_indices
+from .targets import (
+    Neuron,
+    explaining,
+    get_layer,
+    model_device,
+    model_dtype,
+    score,
+    target_indices,
+)
 
 OBJECTIVES: tuple[str, ...] = ("score", "softmax", "log_softmax")
 
@@ -52,7 +61,7 @@ NOISE = 0.02
 
 def visualize(
     model: nn.Module,
-    target: int | Neuron,
+    target: int | Sequence[int] | Neuron,
     *,
     steps: int = 100,
     l2: float = 1e-3,
@@ -74,6 +83,10 @@ def visualize(
               O_c = S_c \ (\text{"score"}),\ \log P_c \ (\text{"log_softmax"})
               \text{ or } P_c \ (\text{"softmax"})
 
+    Several classes at once (``target`` a list of class indices) run as one batch: each image
+    is the one a call for its class alone would find (the same start, jitter and steps, one
+    Adam state per pixel), at the cost of far fewer passes through the model.
+
     Starts from mid-grey plus small seeded noise; each step takes an Adam step on the image
     alone (the model's weights are never touched) and clamps it to [0, 1]. The defaults
     (Simonyan et al.'s score :math:`S_c`, 100 steps, lr 0.05, :math:`\lambda = 10^{-3}`,
@@ -82,8 +95,9 @@ def visualize(
 
     Args:
         model: the classifier, left as it came.
-        target: the class index c (or a ``targets.Neuron``, to find an image that drives one
-            channel of a layer instead; only with ``objective="score"``).
+        target: the class index c, a list of class indices (one image each), or a
+            ``targets.Neuron``, to find an image that drives one channel of a layer instead
+            (only with ``objective="score"``).
         steps: the number of ascent steps.
         l2: :math:`\lambda`, the weight of the L2 penalty :math:`\|I - 0.5\|_2^2`.
         lr: the Adam learning rate (image values per step, roughly).
@@ -100,7 +114,7 @@ def visualize(
         size, channels: the image is ``[channels, size, size]`` (ShapesNet: 3 x 64 x 64).
         device: where to optimise (default: the model's device).
         progress: show a progress bar; ``None`` shows one only for more than 1000 steps.
-        callback: called after each step with ``(step, image, scores[:step])`` (``step``
+        callback: called after each step with ``(step, image, scores[..., :step])`` (``step``
             counts from 1; ``image`` is the optimised image, to be copied, not changed), to
             watch the ascent as it goes. The first ``k`` steps of a longer run are the same
             computation as a run of ``k`` steps.
@@ -108,7 +122,8 @@ def visualize(
     Returns:
         ``(image, scores)``: the image ``[channels, size, size]`` in [0, 1] on the CPU, and
         ``scores`` ``[steps]``, the target's score :math:`S_c` of the (unshifted) image after
-        each step, so ``scores[-1]`` is the score of the returned image.
+        each step, so ``scores[-1]`` is the score of the returned image. For a list of ``K``
+        classes: ``images`` ``[K, channels, size, size]`` and ``scores`` ``[K, steps]``.
     """
     method = "visualize"
     _check_int(steps, "steps", method, low=1)
@@ -131,46 +146,69 @@ def visualize(
         raise ValueError(
             f"{method}: a Neuron target has no softmax; use objective='score' with a Neuron."
         )
-    target = _one_target(target, method)
+    target, single = _targets(target, method)
     device = torch.device(device) if device is not None else model_device(model)
 
     generator = torch.Generator().manual_seed(seed)
     start = GREY + NOISE * torch.randn(channels, size, size, generator=generator)
-    image = start.clamp(0, 1).to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=lr)
-    scores = torch.empty(steps)
+    count = 1 if isinstance(target, Neuron) else len(target)
+    dtype = model_dtype(model, torch.float32)  # a float64 model ascends a float64 image
+    images = start.clamp(0, 1).repeat(count, 1, 1, 1).to(device, dtype).requires_grad_(True)
+    optimizer = torch.optim.Adam([images], lr=lr)  # elementwise: one state per pixel
+    scores = torch.empty(count, steps)
     with explaining(model):  # on one thread when the machine is busy (lecture_lib.threads)
-        _check_target(model, image, target, method)
+        _check_target(model, images, target, method)
         show = progress if progress is not None else steps > 1000
         for step in tqdm(range(steps), desc=method, disable=not show):
-            shifted = _roll(image, jitter, generator)
+            shifted = _roll(images, jitter, generator)
             objective_value = _objective(model, shifted, target, objective)
-            penalty = l2 * (image - GREY).pow(2).sum()
-            (grad,) = torch.autograd.grad(-(objective_value - penalty), image)
-            image.grad = grad
+            penalty = l2 * (images - GREY).pow(2).sum()  # each image's term has its own pixels
+            (grad,) = torch.autograd.grad(-(objective_value - penalty), images)
+            images.grad = grad
             optimizer.step()
             with torch.no_grad():
                 if blur_every and (step + 1) % blur_every == 0:
-                    image.copy_(_blur(image, blur_sigma))
-                image.clamp_(0, 1)
-                scores[step] = score(model, image[None], target, method)[0][0]
+                    images.copy_(_blur(images, blur_sigma))
+                images.clamp_(0, 1)
+                scores[:, step] = score(model, images, target, method)[0]
             if callback is not None:
-                callback(step + 1, image.detach(), scores[: step + 1])
-    return image.detach().cpu(), scores
+                shown = images.detach()[0] if single else images.detach()
+                callback(
+                    step + 1, shown, scores[0, : step + 1] if single else scores[:, : step + 1]
+                )
+    images = images.detach().cpu()
+    return (images[0], scores[0]) if single else (images, scores)
+
+
+def _targets(target, method: str) -> tuple[torch.Tensor | Neuron, bool]:
+    """The class indices as int64 ``[K]`` (or the Neuron), and whether one target was given
+    (an int; a numpy or 0-d torch integer is fine) rather than a list or 1-d tensor of them."""
+    if isinstance(target, Neuron):
+        return target, True
+    single = not isinstance(target, (list, tuple, range, torch.Tensor, np.ndarray)) or (
+        getattr(target, "ndim", 1) == 0
+    )
+    values = [target] if single else list(target)
+    if not values:
+        raise ValueError(f"{method}: target is an empty list; give at least one class index.")
+    return torch.tensor([_class_index(v, target, method) for v in values]), single
+
+
+def _class_index(value, target, method: str) -> int:
+    """One class index of ``target`` as a plain int."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{method}: target must be a class index (an int), a list of class indices (one "
+            f"image each) or a Neuron, got {target!r}."
+        )
+    return int(value)
 
 
 def _one_target(target, method: str) -> int | Neuron:
     """One class index as a plain int (a numpy or 0-d torch integer is fine), or a Neuron."""
-    if isinstance(target, Neuron):
-        return target
-    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
-        target = target.item()
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(
-            f"{method}: target must be one class index (an int) or a Neuron, got {target!r}. "
-            "The class model is one image for one class; call visualize once per class."
-        )
-    return int(target)
+    return target if isinstance(target, Neuron) else _class_index(target, target, method)
 
 
 def _check_int(value, name: str, method: str, low: int) -> None:
@@ -178,29 +216,31 @@ def _check_int(value, name: str, method: str, low: int) -> None:
         raise ValueError(f"{method}: {name} must be an int >= {low}, got {name}={value!r}.")
 
 
-def _check_target(model: nn.Module, image: torch.Tensor, target, method: str) -> None:
-    """One forward pass: does the model accept the image, and is the target in range?"""
+def _check_target(model: nn.Module, images: torch.Tensor, target, method: str) -> None:
+    """One forward pass: does the model accept the images, and are the targets in range?"""
+    image = images[0]
     with torch.no_grad():
         try:
-            logits = model(image[None])
+            logits = model(images)
         except RuntimeError as error:
             raise ValueError(
                 f"{method}: the model does not accept an image of shape {tuple(image.shape)} "
                 f"({error}); set size= and channels= to what the model expects."
             ) from error
         if isinstance(target, Neuron):
-            score(model, image[None], target, method)  # checks the layer and the channel
+            score(model, images, target, method)  # checks the layer and the channel
         else:
             target_indices(target, logits, method)
 
 
-def _objective(model: nn.Module, image: torch.Tensor, target, objective: str) -> torch.Tensor:
-    """The quantity the ascent maximises: :math:`S_c`, :math:`P_c` or :math:`\\log P_c`."""
-    f, logits = score(model, image[None], target, "visualize")
+def _objective(model: nn.Module, images: torch.Tensor, target, objective: str) -> torch.Tensor:
+    """The quantity the ascent maximises, :math:`S_c`, :math:`P_c` or :math:`\\log P_c`, summed
+    over the images (each image's gradient is that of its own term)."""
+    f, logits = score(model, images, target, "visualize")
     if objective == "score":
-        return f[0]
-    log_p = logits[0].log_softmax(dim=0)[target]
-    return log_p if objective == "log_softmax" else log_p.exp()
+        return f.sum()
+    log_p = logits.log_softmax(dim=1).gather(1, target[:, None])
+    return (log_p if objective == "log_softmax" else log_p.exp()).sum()
 
 
 def _roll(image: torch.Tensor, jitter: int, generator: torch.Generator) -> torch.Tensor:
@@ -208,12 +248,12 @@ def _roll(image: torch.Tensor, jitter: int, generator: torch.Generator) -> torch
     if jitter == 0:
         return image
     dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
-    return torch.roll(image, shifts=(dy, dx), dims=(1, 2))
+    return torch.roll(image, shifts=(dy, dx), dims=(-2, -1))
 
 
-def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """A Gaussian blur of standard deviation ``sigma`` pixels (``data.gaussian_blur``)."""
-    return gaussian_blur(image[None], sigma)[0] if sigma > 0 else image
+    return gaussian_blur(images, sigma) if sigma > 0 else images
 
 
 # --- feature visualization: what does one channel or neuron respond to? ----------------------

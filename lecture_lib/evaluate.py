@@ -29,8 +29,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .data import gaussian_blur
-from .targets import as_batch, as_tensor, explaining, get_layer, model_device, score, target_indices
+from .targets import (
+    as_batch,
+    as_tensor,
+    explaining,
+    get_layer,
+    model_device,
+    pass_size,
+    passes,
+    score,
+    target_indices,
+)
 
 # --- reading a map ----------------------------------------------------------------------------
 
@@ -122,6 +133,7 @@ def dilate(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
     return grown[:, 0] > 0
 
 
+@threads.under_policy
 def pointing_game(
     attributions: torch.Tensor,
     masks: torch.Tensor,
@@ -156,6 +168,7 @@ def pointing_game(
     return _mean_or_all(hits / maxima.flatten(1).sum(dim=1), per_example, single)
 
 
+@threads.under_policy
 def mask_share(attributions: torch.Tensor, masks: torch.Tensor, per_example: bool = False):
     r"""The share of the map's mass that lies on the object:
 
@@ -184,6 +197,7 @@ BLUR_SIGMA = 4.0
 """The standard deviation (pixels) of the Gaussian blur of ``substrate="blur"``."""
 
 
+@threads.under_policy
 def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
     """What a removed pixel becomes (deletion), or what insertion starts from, ``[N, C, H, W]``.
 
@@ -226,6 +240,7 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
         ) from error
 
 
+@threads.under_policy
 def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The pixels of each map, most important first: ``[N, H*W]`` flat indices (row-major).
 
@@ -239,6 +254,7 @@ def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return shuffle[order]
 
 
+@threads.under_policy
 def deletion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -247,7 +263,7 @@ def deletion_curve(
     steps: int = 20,
     substrate="mean",
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
     r"""The deletion curve (Petsiuk et al. 2018): remove the most important pixels first and
@@ -268,7 +284,8 @@ def deletion_curve(
         substrate: what a removed pixel becomes; see ``make_substrate`` (default: the image's
             mean colour).
         seed: the random order among pixels of equal importance (``pixel_order``).
-        batch_size: images per forward pass; all steps of all images go through in such chunks.
+        batch_size: images per forward pass; all steps of all images go through in such chunks
+            (``None``: passes of ``targets.PASS_VALUES`` input values).
         progress: show a progress bar (default: when there are more than 20 forward passes).
 
     Returns:
@@ -288,6 +305,7 @@ def deletion_curve(
     )
 
 
+@threads.under_policy
 def insertion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -296,7 +314,7 @@ def insertion_curve(
     steps: int = 20,
     substrate="mean",
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
     r"""The insertion curve (Petsiuk et al. 2018), the mirror image of ``deletion_curve``: start
@@ -321,7 +339,10 @@ def insertion_curve(
 
 def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_size, progress, kind):
     method = f"{kind}_curve"
-    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1)):
+    for name, value, low in (
+        ("steps", steps, 1),
+        ("batch_size", 1 if batch_size is None else batch_size, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{method}: {name} must be an int >= {low}, got {name}={value!r}.")
     batch, single = as_batch(inputs, method)
@@ -356,7 +377,10 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
         target = target_indices(target, model(batch), method)
         example = torch.arange(n, device=batch.device).repeat_interleave(steps + 1)
         step = torch.arange(steps + 1, device=batch.device).repeat(n)
-        chunks = torch.arange(n * (steps + 1), device=batch.device).split(batch_size)
+        everything = torch.arange(n * (steps + 1), device=batch.device)
+        chunks = [
+            everything[part] for part in passes(len(everything), batch_size or pass_size(batch))
+        ]
         show = progress if progress is not None else len(chunks) > 20
         probabilities = []
         for chunk in tqdm(chunks, desc=method.replace("_", " "), disable=not show, leave=False):
@@ -369,6 +393,7 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
     return curve[0] if single else curve
 
 
+@threads.under_policy
 def auc(curve: torch.Tensor, per_example: bool = False):
     r"""The area under a deletion or insertion curve, by the trapezoid rule over the removed (or
     inserted) share of pixels :math:`x \in [0, 1]`, points :math:`x_k = k / \text{steps}`:
@@ -394,6 +419,7 @@ def auc(curve: torch.Tensor, per_example: bool = False):
 # --- class sensitivity ------------------------------------------------------------------------
 
 
+@threads.under_policy
 def maps_per_class(
     model: nn.Module, inputs: torch.Tensor, method: Callable, k: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,6 +442,7 @@ def maps_per_class(
     return maps, classes
 
 
+@threads.under_policy
 def class_correlation(maps: torch.Tensor) -> torch.Tensor:
     r"""How alike are an image's maps for different classes? ``maps`` ``[N, k, ...]`` (from
     ``maps_per_class``) gives ``[N, k (k - 1) / 2]``: the Pearson correlation of every pair of
@@ -437,6 +464,7 @@ def class_correlation(maps: torch.Tensor) -> torch.Tensor:
 # --- sanity check: model parameter randomization ----------------------------------------------
 
 
+@threads.under_policy
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Spearman's rank correlation of each row of ``x`` with the same row of ``y``
     (``[..., D]``: two vectors, two batches ``[N, D]``, ...): the Pearson correlation of the ranks,
@@ -542,6 +570,7 @@ def reinitialize(layer: nn.Module, seed: int) -> None:
                     p.normal_(0.0, std)
 
 
+@threads.under_policy
 def randomization_test(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -213,6 +213,29 @@ def baseline_batch(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
     return reference
 
 
+# --- how much goes through the model at once -------------------------------------------------
+
+PASS_VALUES = 2**19
+"""Input values per forward (and backward) pass of the library's batched work: about 40 shapes
+of 3 x 64 x 64, or 3 photos of 3 x 224 x 224. On a CPU a pass of that size costs the least per
+image: a pass of 256 shapes costs about twice as much per shape (its activations no longer stay
+in the processor's caches), and passes of a few images pay the per-operation overhead."""
+
+
+def pass_size(batch: torch.Tensor) -> int:
+    """How many examples of ``batch`` [N, ...] make one pass: ``PASS_VALUES`` input values, at
+    least one example."""
+    return max(1, PASS_VALUES // max(1, batch[0].numel()))
+
+
+def passes(n: int, size: int) -> list[slice]:
+    """``n`` examples cut into as few passes of at most ``size`` as possible, of nearly equal
+    length (64 examples in passes of 42: 32 + 32)."""
+    count = -(-n // size)
+    edges = [n * k // count for k in range(count + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """The names of the model's layers that a ``Neuron`` or ``feature_maps`` can ask for."""
     return [name for name, _ in model.named_modules() if name]

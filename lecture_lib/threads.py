@@ -8,42 +8,59 @@ small operations (one image through ShapesNet is a few dozen, each well under a 
 so a lecture that ran in 12-15 s on an idle 2-core laptop took 34-76 s next to one busy
 program. One thread is never late.
 
-The policy, which ``targets.explaining`` applies to every method of the library:
+The policy, which ``targets.explaining`` applies to every method of the library: compute with
+as many of the caller's threads as there are cores that other programs leave free, at least
+one. On an idle machine that is the caller's setting; next to a program that keeps one core of
+two busy, one thread.
 
-- the caller's setting is kept when its threads make a small convolution (``probe``) at least
-  ``SPEEDUP_NEEDED`` times faster than one thread does: an idle machine;
-- otherwise the method computes on one thread: a busy machine, where one thread is as fast for
-  large operations and much faster for small ones.
-
-The probe takes a few milliseconds and is repeated at most every ``PROBE_EVERY_S`` seconds, so
-the policy follows a laptop that becomes busy or idle during a lecture. The caller's setting
-is restored when the method returns (also when it raises); a caller who set one thread keeps
-one thread, without probing.
+The free cores are read from the operating system's count of CPU time (``/proc/stat`` on
+Linux): all programs' CPU seconds since the last look, minus this process's own, over the time
+that passed (``free_cores``). That average covers the seconds between two decisions, so a
+short lull of the other program does not fool it; without a recent look the policy pauses
+``SAMPLE_S`` seconds to take one. Where the system has no such count the policy times a small
+convolution on the caller's threads and on one (``probe``). A decision is kept for
+``DECIDE_EVERY_S`` seconds, so the policy follows a laptop that becomes busy or idle during a
+lecture. The caller's setting is restored when the method returns (also when it raises); a
+caller who set one thread keeps one thread, without measuring anything.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-PROBE_EVERY_S = 10.0
-"""Seconds a decision is kept before the probe runs again."""
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DECIDE_EVERY_S = 10.0
+"""Seconds a decision is kept before the free cores are counted again."""
+
+SAMPLE_S = 0.05
+"""The pause, in seconds, over which the free cores are counted when there was no look at them
+in the last ``LOOK_BACK_S`` seconds (five ticks of the system's 100 Hz clock per core)."""
+
+LOOK_BACK_S = 60.0
+"""The longest window of CPU time a decision averages over."""
 
 SPEEDUP_NEEDED = 1.25
-"""How much faster than one thread the caller's threads must run the probe to be kept. On an
-idle machine with two cores two threads can run it up to twice as fast; next to a program that
-keeps one core busy, at best as fast as one thread (half of the work waits for the shared
-core; measured on a 2-core machine running several other programs: 50 to 100 times slower)."""
+"""Without a CPU-time count: how much faster than one thread the caller's threads must run the
+probe to be kept. On an idle machine with two cores two threads run it 1.3 to 1.7 times as fast;
+next to a program that keeps one core busy, mostly no faster, but a lull of the other program
+during the few milliseconds of the probe can fool it."""
 
 PROBE_REPEATS = 3
 
 _decisions: dict[int, tuple[float, int]] = {}  # caller's threads -> (when decided, threads)
+_look: tuple[float, float, float] | None = None  # last count: (when, all programs' CPU s, ours)
 _lock = threading.Lock()
 
 
@@ -62,19 +79,71 @@ def policy() -> Iterator[int]:
             torch.set_num_threads(caller)
 
 
+def under_policy(function: Callable[P, R]) -> Callable[P, R]:
+    """``function`` computing under ``policy()``: for the library's functions that compute with
+    torch outside a method (the evaluation's curves, ranks and scores)."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with policy():
+            return function(*args, **kwargs)
+
+    return run
+
+
 def threads_for_small_work(caller: int | None = None) -> int:
     """The threads the library computes with when the caller has set ``caller`` threads
-    (default: the current setting): ``caller`` on an idle machine, 1 on a busy one."""
+    (default: the current setting): as many as there are free cores, at least one, at most
+    ``caller``."""
     caller = torch.get_num_threads() if caller is None else caller
     if caller <= 1:
         return caller
     with _lock:
         now = time.monotonic()
         decided = _decisions.get(caller)
-        if decided is None or now - decided[0] > PROBE_EVERY_S:
-            threads = caller if probe(caller) >= SPEEDUP_NEEDED else 1
+        if decided is None or now - decided[0] > DECIDE_EVERY_S:
+            free = free_cores()
+            if free is None:  # no CPU-time count on this system
+                threads = caller if probe(caller) >= SPEEDUP_NEEDED else 1
+            else:
+                threads = max(1, min(caller, int(free + 0.25)))  # 1.8 free cores: 2 threads
             decided = _decisions[caller] = (time.monotonic(), threads)
         return decided[1]
+
+
+def free_cores() -> float | None:
+    """The cores that other programs left free: all cores minus the CPU seconds per second that
+    the other programs computed since the last look (at most ``LOOK_BACK_S`` ago; otherwise
+    over a pause of ``SAMPLE_S`` now). ``None`` where the system does not count CPU time."""
+    global _look
+    now = _cpu_seconds()
+    if now is None:
+        return None
+    before = _look
+    if before is None or not SAMPLE_S <= now[0] - before[0] <= LOOK_BACK_S:
+        time.sleep(SAMPLE_S)
+        before, now = now, _cpu_seconds()
+    _look = now
+    seconds = now[0] - before[0]
+    others = ((now[1] - before[1]) - (now[2] - before[2])) / seconds
+    return max(0.0, (os.cpu_count() or 1) - others)
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(now, the CPU seconds all programs have computed since the system started, this
+    process's), or ``None`` without ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        ticks = [
+            int(value) for value in fields[1:9]
+        ]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if fields[0] != "cpu" or len(ticks) < 5:
+        return None
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and waiting for the disk
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), time.process_time()
 
 
 def probe(threads: int) -> float:
@@ -102,5 +171,7 @@ def probe(threads: int) -> float:
 
 def forget() -> None:
     """Drop the decisions made so far: the next method probes again."""
+    global _look
     with _lock:
         _decisions.clear()
+        _look = None

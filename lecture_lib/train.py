@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .data import make_shapes, make_shortcut_shapes
 from .models import SHORTCUT_WEIGHTS_PATH, WEIGHTS_PATH, ShapesNet
+from .targets import explaining, pass_size
 
 TRAIN_SEED = 1
 """Seed of the training images. Tests and notebooks use other seeds (unseen shapes)."""
@@ -45,17 +46,17 @@ the shapes. One thread makes the result independent of the machine's number of c
 
 
 def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None
 ) -> float:
-    """The share of ``images`` that ``model`` classifies as ``labels``."""
-    was_training = model.training
-    model.eval()
+    """The share of ``images`` that ``model`` classifies as ``labels``, ``batch_size`` images per
+    forward pass (``None``: passes of ``targets.PASS_VALUES`` input values). The model's mode
+    is left as it came."""
+    size = batch_size or pass_size(images)
     correct = 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size])
-            correct += (logits.argmax(1) == labels[start : start + batch_size]).sum().item()
-    model.train(was_training)
+    with explaining(model), torch.no_grad():
+        for start in range(0, len(images), size):
+            logits = model(images[start : start + size])
+            correct += (logits.argmax(1) == labels[start : start + size]).sum().item()
     return correct / len(images)
 
 

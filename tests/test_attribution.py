@@ -531,3 +531,61 @@ def test_an_image_without_channel_axis(shapes_net, method):
         ValueError, match=rf"{method.__name__}: .*\[H, W\].*'conv1'.*3 channels.*\[3, H, W\]"
     ):
         method(shapes_net, torch.rand(64, 64))
+
+
+# --- a batch larger than one pass -------------------------------------------------------------
+
+
+def test_passes_cut_evenly_and_cover_every_example():
+    from lecture_lib.targets import passes
+
+    assert passes(64, 42) == [slice(0, 32), slice(32, 64)]
+    assert passes(5, 5) == [slice(0, 5)]
+    for n, size in [(1, 1), (7, 3), (100, 42), (43, 42)]:
+        parts = passes(n, size)
+        assert parts[0].start == 0 and parts[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+        assert all(0 < p.stop - p.start <= size for p in parts)
+        assert len(parts) == -(-n // size)
+
+
+@pytest.mark.parametrize("target", [None, 2, "per example", Neuron("conv3", 5)])
+def test_a_batch_in_several_passes_equals_each_example_alone(
+    shapes_net, shapes_batch, target, monkeypatch
+):
+    """Three images per pass on a batch of 8: every method's maps equal those of each image
+    explained on its own (the reference: one image per call, which no split can touch)."""
+    from lecture_lib import targets
+
+    x = shapes_batch[0]
+    if target == "per example":
+        target = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    alone = {
+        method: torch.stack(
+            [
+                method(
+                    shapes_net,
+                    x[k],
+                    target=target[k] if isinstance(target, torch.Tensor) else target,
+                )
+                for k in range(len(x))
+            ]
+        )
+        for method in BACKPROP_METHODS + [A.saliency]
+    }
+    monkeypatch.setattr(targets, "PASS_VALUES", 3 * x[0].numel())
+    assert targets.pass_size(x) == 3
+    for method, expected in alone.items():
+        torch.testing.assert_close(
+            method(shapes_net, x, target=target), expected, rtol=1e-5, atol=1e-7
+        )
+
+
+def test_a_target_out_of_range_in_a_later_pass_is_reported(shapes_net, shapes_batch, monkeypatch):
+    from lecture_lib import targets
+
+    monkeypatch.setattr(targets, "PASS_VALUES", 3 * shapes_batch[0][0].numel())
+    with pytest.raises(ValueError, match="target 9 is out of range"):
+        A.gradient(shapes_net, shapes_batch[0], target=[0, 1, 2, 3, 4, 0, 1, 9])
+    with pytest.raises(ValueError, match="target has 7 entries but inputs hold 8"):
+        A.gradient(shapes_net, shapes_batch[0], target=[0] * 7)

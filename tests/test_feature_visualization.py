@@ -122,7 +122,7 @@ def test_model_left_as_it_came(shapes_net):
         (Neuron("conv2", 32), {}, ValueError, r"32 channels.*0..31"),
         (7, {}, ValueError, r"target 7 is out of range"),
         ([], {}, ValueError, "list of targets is empty"),
-        ("conv2", {}, TypeError, "one class index"),
+        ("conv2", {}, TypeError, "a class index"),
         (0, dict(parameterization="fft"), ValueError, "parameterization must be one of"),
         (0, dict(scale=1.0), ValueError, "scale must be below 1"),
         (0, dict(rotate=-5), ValueError, "rotate must be a number of degrees"),

@@ -20,41 +20,47 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def machine(monkeypatch, speedup: float) -> list[int]:
-    """Pretend the probe measures ``speedup``; returns the list of probes run."""
-    probes = []
+def machine(monkeypatch, free: float | None, speedup: float = 1.0) -> list[str]:
+    """Pretend other programs leave ``free`` cores (``None``: the system cannot count them, and
+    the probe measures ``speedup``); returns the list of measurements taken."""
+    measured = []
+
+    def free_cores():
+        measured.append("free cores")
+        return free
 
     def probe(count):
-        probes.append(count)
+        measured.append(f"probe {count}")
         return speedup
 
+    monkeypatch.setattr(threads, "free_cores", free_cores)
     monkeypatch.setattr(threads, "probe", probe)
-    return probes
+    return measured
 
 
 def test_a_busy_machine_gets_one_thread_and_the_setting_back(two_threads, monkeypatch):
-    machine(monkeypatch, speedup=1.0)
+    machine(monkeypatch, free=1.0)
     with threads.policy() as chosen:
         assert chosen == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
 
 
 def test_an_idle_machine_keeps_the_callers_threads(two_threads, monkeypatch):
-    machine(monkeypatch, speedup=1.9)
+    machine(monkeypatch, free=2.0)
     with threads.policy() as chosen:
         assert chosen == 2 and torch.get_num_threads() == 2
     assert torch.get_num_threads() == 2
 
 
 def test_the_setting_comes_back_when_the_work_raises(two_threads, monkeypatch):
-    machine(monkeypatch, speedup=1.0)
+    machine(monkeypatch, free=1.0)
     with pytest.raises(RuntimeError, match="boom"), threads.policy():
         raise RuntimeError("boom")
     assert torch.get_num_threads() == 2
 
 
 def test_one_thread_set_by_the_caller_is_kept_without_probing(monkeypatch):
-    probes = machine(monkeypatch, speedup=1.9)
+    probes = machine(monkeypatch, free=2.0)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -66,15 +72,15 @@ def test_one_thread_set_by_the_caller_is_kept_without_probing(monkeypatch):
 
 
 def test_a_decision_is_kept_for_a_while_then_measured_again(two_threads, monkeypatch):
-    probes = machine(monkeypatch, speedup=1.0)
+    probes = machine(monkeypatch, free=1.0)
     clock = [100.0]
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
     for _ in range(3):
         with threads.policy(), threads.policy():  # nested: the inner one sees one thread
             pass
-    assert probes == [2]
-    clock[0] += threads.PROBE_EVERY_S + 1  # the laptop may have become idle
-    machine(monkeypatch, speedup=1.9)
+    assert probes == ["free cores"]
+    clock[0] += threads.DECIDE_EVERY_S + 1  # the laptop may have become idle
+    machine(monkeypatch, free=2.0)
     with threads.policy() as chosen:
         assert chosen == 2
 
@@ -82,7 +88,7 @@ def test_a_decision_is_kept_for_a_while_then_measured_again(two_threads, monkeyp
 def test_every_method_runs_under_the_policy(two_threads, monkeypatch, shapes_net):
     from lecture_lib import attribution
 
-    machine(monkeypatch, speedup=1.0)
+    machine(monkeypatch, free=1.0)
     seen = []
     handle = shapes_net.conv1.register_forward_hook(
         lambda *args: seen.append(torch.get_num_threads())
@@ -103,3 +109,72 @@ def test_the_probe_measures_and_restores_the_setting(two_threads):
     speedup = threads.probe(2)
     assert 0 < speedup < 10
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize(
+    ("free", "speedup", "chosen"),
+    [
+        (2.0, 1.0, 2),
+        (1.8, 1.0, 2),
+        (1.7, 1.0, 1),
+        (1.0, 1.9, 1),
+        (0.0, 1.9, 1),
+        (None, 1.9, 2),
+        (None, 1.1, 1),
+    ],
+)
+def test_threads_follow_the_free_cores_or_else_the_probe(
+    two_threads, monkeypatch, free, speedup, chosen
+):
+    measured = machine(monkeypatch, free=free, speedup=speedup)
+    assert threads.threads_for_small_work() == chosen
+    assert measured == (["free cores"] if free is not None else ["free cores", "probe 2"])
+
+
+def test_free_cores_are_all_cores_minus_the_other_programs_cpu_time(monkeypatch):
+    """Counts of CPU seconds (when, all programs, this process): over the 10 s between two
+    looks the others computed 25 - 5 = 20 CPU seconds, two cores' worth."""
+    counts = iter([(100.0, 1000.0, 50.0), (110.0, 1025.0, 55.0)])
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(counts))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "_look", None)
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    assert threads.free_cores() == pytest.approx(2.0)  # no earlier look: a pause, then a count
+    counts = iter([(200.0, 2000.0, 60.0)])  # 90 s later: too old a window, so a new pause
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(counts, (200.05, 2000.1, 60.0)))
+    assert threads.free_cores() == pytest.approx(2.0)
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: None)
+    assert threads.free_cores() is None  # no /proc/stat: the probe decides
+
+
+def _spin(seconds):
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(threads._cpu_seconds() is None, reason="this system does not count CPU time")
+def test_free_cores_see_a_program_that_keeps_a_core_busy():
+    import multiprocessing
+
+    def free_over(seconds):
+        threads.free_cores()  # a fresh look ...
+        time.sleep(seconds)
+        return threads.free_cores()  # ... and the count since
+
+    import time
+
+    threads.forget()
+    idle = free_over(0.5)
+    helper = multiprocessing.get_context("spawn").Process(target=_spin, args=(3.0,))
+    helper.start()
+    try:
+        time.sleep(0.5)  # the helper has started spinning
+        busy = free_over(0.5)
+    finally:
+        helper.terminate()
+        helper.join()
+        threads.forget()
+    assert idle - busy > 0.6, (idle, busy)
