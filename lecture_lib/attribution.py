@@ -63,23 +63,11 @@ def _backward(
     also when the caller runs in ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
     with gradients_on(), explaining(model):
-        size = pass_size(batch)
-        if len(batch) <= size:
-            return _one_pass(model, batch, target, method, rule)
         if target is not None and not isinstance(target, Neuron):
             target = class_indices(target, len(batch), method)
-        return torch.cat(
-            [
-                _one_pass(
-                    model,
-                    batch[part],
-                    target if target is None else select(target, part),
-                    method,
-                    rule,
-                )
-                for part in passes(len(batch), size)
-            ]
-        )
+        parts = passes(len(batch), pass_size(batch))
+        grads = [_one_pass(model, batch[p], select(target, p), method, rule) for p in parts]
+    return grads[0] if len(grads) == 1 else torch.cat(grads)
 
 
 def _one_pass(model, batch, target, method, rule):
@@ -211,7 +199,7 @@ def integrated_gradients(
     ``batch_size`` path points per forward pass, and at least one step of the whole batch (a
     progress bar when there are many passes). By default (``None``) a pass holds as many steps
     as fit in a pass of ``targets.PASS_VALUES`` input values (one step of a batch of 64 shapes
-    or of photos, 42 steps of one shape).
+    or of photos, up to 42 steps of one shape).
     The attributions add up to f(x) - f(x') up to the quadrature error; ``return_gap=True``
     also returns, per example, :math:`\sum_i IG_i - (f(x) - f(x'))`.
     """

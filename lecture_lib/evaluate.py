@@ -393,7 +393,6 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
     return curve[0] if single else curve
 
 
-@threads.under_policy
 def auc(curve: torch.Tensor, per_example: bool = False):
     r"""The area under a deletion or insertion curve, by the trapezoid rule over the removed (or
     inserted) share of pixels :math:`x \in [0, 1]`, points :math:`x_k = k / \text{steps}`:

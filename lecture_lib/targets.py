@@ -191,8 +191,8 @@ def fix_target(model: nn.Module, batch: torch.Tensor, target, method: str):
 
 def select(target, examples: torch.Tensor):
     """The target of copies made from ``examples``: class indices follow their example,
-    a Neuron is shared."""
-    return target if isinstance(target, Neuron) else target[examples]
+    a Neuron or ``None`` (each copy's predicted class) is shared."""
+    return target if target is None or isinstance(target, Neuron) else target[examples]
 
 
 def baseline_batch(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:

@@ -135,9 +135,8 @@ def _cpu_seconds() -> tuple[float, float, float] | None:
     try:
         with open("/proc/stat") as stat:
             fields = stat.readline().split()
-        ticks = [
-            int(value) for value in fields[1:9]
-        ]  # user nice system idle iowait irq softirq steal
+        # user, nice, system, idle, waiting for the disk, irq, softirq, steal
+        ticks = [int(value) for value in fields[1:9]]
     except (OSError, ValueError):
         return None
     if fields[0] != "cpu" or len(ticks) < 5:
@@ -170,7 +169,7 @@ def probe(threads: int) -> float:
 
 
 def forget() -> None:
-    """Drop the decisions made so far: the next method probes again."""
+    """Drop the decisions and the last count of CPU time: the next method measures again."""
     global _look
     with _lock:
         _decisions.clear()

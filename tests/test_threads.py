@@ -158,13 +158,12 @@ def _spin(seconds):
 @pytest.mark.skipif(threads._cpu_seconds() is None, reason="this system does not count CPU time")
 def test_free_cores_see_a_program_that_keeps_a_core_busy():
     import multiprocessing
+    import time
 
     def free_over(seconds):
         threads.free_cores()  # a fresh look ...
         time.sleep(seconds)
         return threads.free_cores()  # ... and the count since
-
-    import time
 
     threads.forget()
     idle = free_over(0.5)
