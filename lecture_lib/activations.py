@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .attribution import deconvnet, spatial_layers
 from .targets import Neuron, explaining, finish, get_layer, prepare
 
@@ -33,6 +34,7 @@ def relu_layers(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.ReLU)]
 
 
+@threads.under_policy
 def feature_maps(
     model: nn.Module, inputs: torch.Tensor, layers: str | list[str] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -103,6 +105,7 @@ def feature_maps(
     return {name: finish(captured[name], inputs, single) for name in order}
 
 
+@threads.under_policy
 def filters(model: nn.Module, layer: str = "conv1") -> torch.Tensor:
     r"""The kernels :math:`K` of a convolution ``[out, in, k, k]``, each scaled to [0, 1] for display.
 
@@ -125,6 +128,7 @@ def filters(model: nn.Module, layer: str = "conv1") -> torch.Tensor:
     return torch.where(spread > 0, scaled, torch.full_like(kernels, 0.5))
 
 
+@threads.under_policy
 def top_channels(feature_map: torch.Tensor, k: int = 8) -> torch.Tensor:
     """The indices of the ``k`` channels with the strongest mean activation, strongest first.
 
@@ -193,6 +197,7 @@ def _window(module: nn.Module) -> tuple[tuple[int, int], ...]:
     return kernel, stride, _pair(padding), dilation
 
 
+@threads.under_policy
 def receptive_field(model: nn.Module, layer: str, inputs: torch.Tensor) -> ReceptiveField:
     r"""The receptive field of the units of ``layer``: which input pixels each unit sees.
 
@@ -277,6 +282,7 @@ class TopPatches:
     field: ReceptiveField
 
 
+@threads.under_policy
 def top_patches(
     model: nn.Module,
     layer: str,

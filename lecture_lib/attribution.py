@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .rules import check_rule, record_references, use_rescale, use_rule
 from .targets import (
     Neuron,
@@ -102,6 +103,7 @@ def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.
     return grad
 
 
+@threads.under_policy
 def gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""The gradient of the target score w.r.t. the input, :math:`w = \partial S_c/\partial I|_{I_0}`:
     the slope of the first-order Taylor expansion :math:`S_c(I) \approx w^T I + b` around the image."""
@@ -109,6 +111,7 @@ def gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tenso
     return finish(_backward(model, batch, target, "gradient"), inputs, single)
 
 
+@threads.under_policy
 def saliency(
     model: nn.Module, inputs: torch.Tensor, target=None, reduce: str = "max"
 ) -> torch.Tensor:
@@ -134,6 +137,7 @@ def saliency(
     return finish(m, inputs, min(single, 1))  # the map has no channel axis to drop
 
 
+@threads.under_policy
 def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Input times gradient, :math:`x_i\, \partial S_c/\partial x_i`: for a linear model
     :math:`y = w^T x` exactly the contribution :math:`w_i x_i` of each input. (A pixel whose value
@@ -142,6 +146,7 @@ def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> tor
     return finish(batch * _backward(model, batch, target, "input_x_gradient"), inputs, single)
 
 
+@threads.under_policy
 def deconvnet(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Zeiler & Fergus's DeconvNet: backpropagate with the ReLU rule
     :math:`R^l = (R^{l+1} > 0)\, R^{l+1}` (conv: flipped kernel; max-pool: unpool to the switches)."""
@@ -149,6 +154,7 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tens
     return finish(_backward(model, batch, target, "deconvnet", rule="deconvnet"), inputs, single)
 
 
+@threads.under_policy
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Springenberg et al.'s guided backpropagation: the ReLU rule
     :math:`R^l = (f^l > 0)(R^{l+1} > 0)\, R^{l+1}`, both masks of gradient and DeconvNet at once."""
@@ -156,6 +162,7 @@ def guided_backprop(model: nn.Module, inputs: torch.Tensor, target=None) -> torc
     return finish(_backward(model, batch, target, "guided_backprop", rule="guided"), inputs, single)
 
 
+@threads.under_policy
 def backprop(
     model: nn.Module, inputs: torch.Tensor, target=None, rule: str = "gradient"
 ) -> torch.Tensor:
@@ -181,6 +188,7 @@ def _with_gap(model, attributions, batch, reference, target, inputs, single, ret
     return result, finish(gap, inputs, single)
 
 
+@threads.under_policy
 def integrated_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -239,6 +247,7 @@ def integrated_gradients(
     return _with_gap(model, attributions, batch, reference, target, inputs, single, return_gap)
 
 
+@threads.under_policy
 def deeplift(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -284,6 +293,7 @@ def deeplift(
 from .targets import get_layer, layer_names  # noqa: E402
 
 
+@threads.under_policy
 def grad_cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -325,6 +335,7 @@ def grad_cam(
     return finish(cam, inputs, single)
 
 
+@threads.under_policy
 def guided_grad_cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -381,6 +392,7 @@ def _last_conv(model: nn.Module, method: str) -> str:
     return names[-1]
 
 
+@threads.under_policy
 def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     """The layers whose output on ``inputs`` is a stack of maps ``[N, K, h, w]`` (forward order)."""
     found: list[str] = []
@@ -446,6 +458,7 @@ def _maps_and_gradients(model, batch, target, layer, method):
     return maps.detach(), grads
 
 
+@threads.under_policy
 def smoothgrad(
     method,
     model: nn.Module,

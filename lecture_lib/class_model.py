@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .data import gaussian_blur
 from .targets import (
     Neuron,
@@ -59,6 +60,7 @@ NOISE = 0.02
 """Standard deviation of the seeded noise added to the grey start image."""
 
 
+@threads.under_policy
 def visualize(
     model: nn.Module,
     target: int | Sequence[int] | Neuron,
@@ -273,6 +275,7 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 PARAMETERIZATIONS: tuple[str, ...] = ("fourier", "pixel")
 
 
+@threads.under_policy
 def feature_visualization(
     model: nn.Module,
     target: int | Neuron | list,
@@ -376,6 +379,7 @@ def feature_visualization(
     return (images, scores) if many else (images[0], scores[:, 0])
 
 
+@threads.under_policy
 def colour_correlation(images: torch.Tensor) -> torch.Tensor:
     r"""The colour matrix of Olah et al.'s decorrelated parameterization, from a data set's pixels:
     the square root :math:`\Sigma^{1/2}` of the covariance of the colour channels (over every

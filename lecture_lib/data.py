@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import threads
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star")
 
 MIN_SIZE = 16
@@ -34,6 +36,7 @@ MIN_SIZE = 16
 _CHUNK = 512  # images generated per random stream; keeps memory bounded for large n
 
 
+@threads.under_policy
 def make_shapes(
     n: int, *, seed: int = 0, size: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -245,6 +248,7 @@ class ShortcutShapes(NamedTuple):
     """int64 ``[n]``: the class whose colour the mark carries (-1 with ``marks="none"``)."""
 
 
+@threads.under_policy
 def make_shortcut_shapes(
     n: int, *, seed: int = 0, size: int = 64, marks: str = "honest"
 ) -> ShortcutShapes:
@@ -292,6 +296,7 @@ def make_shortcut_shapes(
     return ShortcutShapes(marked, labels, masks & ~mark_masks, mark_masks, mark_labels)
 
 
+@threads.under_policy
 def mark_mask(size: int = 64) -> torch.Tensor:
     """Where the mark of ``make_shortcut_shapes`` sits: bool ``[size, size]``, True on the
     ``MARK_SIZE`` x ``MARK_SIZE`` square ``MARK_INSET`` pixel from the left and bottom borders."""
@@ -322,6 +327,7 @@ def _mark_draws(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 # --- display helpers ------------------------------------------------------------------------
 
 
+@threads.under_policy
 def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """One image ``[C, H, W]`` (tensor or array, C in {1, 3}) as an ``[H, W, C]`` numpy array
     for ``matplotlib.pyplot.imshow``; a grey image ``[H, W]`` or ``[1, H, W]`` gives ``[H, W]``."""
@@ -335,6 +341,7 @@ def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
 
 
+@threads.under_policy
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur a batch ``[N, C, H, W]`` with a Gaussian of ``sigma`` pixels: a separable kernel cut
     at 3 sigma (at least one pixel each side), reflected at the borders."""
@@ -355,6 +362,7 @@ def class_name(label: int | torch.Tensor) -> str:
     return CLASSES[int(label)]
 
 
+@threads.under_policy
 def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
     """An image file as a float32 ``[3, H, W]`` tensor in [0, 1], resized so that the shorter
     side is ``size`` and centre-cropped to ``size x size`` (``size=None`` keeps it as it is).
@@ -375,6 +383,7 @@ SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 """Public-domain photographs that scikit-image ships (an optional dependency: ``photos`` extra)."""
 
 
+@threads.under_policy
 def sample_photos(names: tuple[str, ...] = SAMPLE_PHOTOS, size: int = 224) -> torch.Tensor:
     """Natural photographs for the ImageNet models, ``[len(names), 3, size, size]`` in [0, 1].
 

@@ -46,6 +46,7 @@ from .targets import (
 # --- reading a map ----------------------------------------------------------------------------
 
 
+@threads.under_policy
 def importance(attributions: torch.Tensor) -> torch.Tensor:
     r"""One importance value per pixel, ``[N, H, W]``, the way a saliency map reads a gradient:
 
@@ -122,6 +123,7 @@ def _mean_or_all(values: torch.Tensor, per_example: bool, single: bool):
 # --- where does the map point? ----------------------------------------------------------------
 
 
+@threads.under_policy
 def dilate(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
     """The masks grown by ``tolerance`` pixels in the square (Chebyshev) neighbourhood: a pixel
     is on the grown mask when some object pixel lies within ``tolerance`` rows *and* columns."""
@@ -393,6 +395,7 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
     return curve[0] if single else curve
 
 
+@threads.under_policy
 def auc(curve: torch.Tensor, per_example: bool = False):
     r"""The area under a deletion or insertion curve, by the trapezoid rule over the removed (or
     inserted) share of pixels :math:`x \in [0, 1]`, points :math:`x_k = k / \text{steps}`:
@@ -485,6 +488,7 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (r * s).sum(dim=-1) / ((r * r).sum(dim=-1) * (s * s).sum(dim=-1)).sqrt()
 
 
+@threads.under_policy
 def rank(x: torch.Tensor) -> torch.Tensor:
     """Ranks 1..D along the last axis; tied values get the average of the ranks they span.
 
@@ -534,6 +538,7 @@ class RandomizationResult:
         return "\n".join(lines)
 
 
+@threads.under_policy
 def randomizable_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     """The layers that hold parameters, from the logits downward: the reverse of the order in
     which a forward pass on ``inputs`` calls them (layers the pass never calls are left out)."""

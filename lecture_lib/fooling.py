@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .targets import Neuron, as_batch, explaining, model_device, target_indices
 
 GREY_LEVEL = 1 / 255
@@ -195,6 +196,7 @@ def _result(model, batch, image, steps, source, target, single, method) -> Fooli
 # --- the methods ----------------------------------------------------------------------------
 
 
+@threads.under_policy
 def fooling_image(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -255,6 +257,7 @@ def fooling_image(
         return _result(model, batch, image, steps, source, target, single, method)
 
 
+@threads.under_policy
 def fast_gradient_sign(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -329,6 +332,7 @@ def _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp) -> to
     return found
 
 
+@threads.under_policy
 def taylor_estimate(model: nn.Module, inputs: torch.Tensor, target) -> TaylorEstimate:
     r"""The linear model's answer: how large must a change be to make class ``target`` win?
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import threads
 from .models import Normalize
 
 POINTWISE = (
@@ -225,6 +226,7 @@ class Plan:
         return "\n".join(lines)
 
 
+@threads.under_policy
 def plan(
     model: nn.Module, image_shape: tuple[int, ...], window: int, stride: int, target=None
 ) -> Plan:
@@ -379,6 +381,7 @@ def _window_params(module: nn.Module):
 # --- the computation --------------------------------------------------------------------------
 
 
+@threads.under_policy
 def occluded_scores(
     plan: Plan,
     image: torch.Tensor,

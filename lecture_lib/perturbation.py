@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import incremental as _incremental
+from . import threads
 from .targets import (
     as_batch,
     baseline_batch,
@@ -73,6 +74,7 @@ def window_positions(side: int, window: int, stride: int) -> list[int]:
     return positions
 
 
+@threads.under_policy
 def occlusion(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -145,6 +147,7 @@ def occlusion(
     return finish(_spread(drops, route, height, width), inputs, single)
 
 
+@threads.under_policy
 def occlusion_plan(
     model: nn.Module, inputs: torch.Tensor, target=None, window: int = 8, stride: int = 4
 ) -> _incremental.Plan:
@@ -233,6 +236,7 @@ def _covers(starts: torch.Tensor, side: int, window: int) -> torch.Tensor:
     return (pixels >= starts[:, None]) & (pixels < starts[:, None] + window)
 
 
+@threads.under_policy
 def single_feature(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -42,6 +42,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
+from . import threads
 from .data import CLASSES, to_hwc
 from .rules import relu_backward
 from .targets import as_batch, explaining, model_device
@@ -111,6 +112,7 @@ def _one_image(array: np.ndarray, function: str) -> np.ndarray:
     )
 
 
+@threads.under_policy
 def image_list(images, function: str = "show_images") -> list[np.ndarray]:
     """``images`` (a batch, one image, or a list of images) as a list of ``imshow`` arrays."""
     if isinstance(images, (list, tuple)):
@@ -214,6 +216,7 @@ def draw_image(ax: Axes, image: np.ndarray, title: str | None = None, cmap: str 
 # --- images ---------------------------------------------------------------------------------
 
 
+@threads.under_policy
 def show_images(
     images,
     titles: Sequence[str] | None = None,
@@ -279,6 +282,7 @@ def _limit(magnitudes: np.ndarray, clip: float) -> float:
     return limit if limit > 0 else 1.0
 
 
+@threads.under_policy
 def map_style(
     attribution,
     *,
@@ -481,6 +485,7 @@ def _fit_title(ax: Axes, text: str, width: float, **kwargs) -> None:
     title.set_text("\n".join(lines))
 
 
+@threads.under_policy
 def heatmap(
     attribution,
     ax: Axes | None = None,
@@ -510,6 +515,7 @@ def heatmap(
     return fig
 
 
+@threads.under_policy
 def overlay(
     image,
     attribution,
@@ -576,6 +582,7 @@ def draw_overlay(
     draw_map(ax, style, alpha=alpha * np.clip(np.abs(style.values) / v, 0.0, 1.0))
 
 
+@threads.under_policy
 def overlay_grid(
     images,
     attributions,
@@ -648,6 +655,7 @@ def _maps(maps, function: str) -> np.ndarray:
     return array
 
 
+@threads.under_policy
 def feature_map_grid(
     maps,
     ncols: int = 8,
@@ -693,6 +701,7 @@ def feature_map_grid(
     return fig
 
 
+@threads.under_policy
 def mosaic(maps, ncols: int = 8, pad: int = 1) -> np.ndarray:
     """The maps ``[C, H, W]`` tiled into one array, ``ncols`` per row, NaN between them
     (drawn as background): a fast picture of a whole layer in a single ``imshow``."""
@@ -707,6 +716,7 @@ def mosaic(maps, ncols: int = 8, pad: int = 1) -> np.ndarray:
     return tiled
 
 
+@threads.under_policy
 def filter_grid(
     filters,
     ncols: int = 8,
@@ -753,6 +763,7 @@ def _rows(maps, n: int, name: str, function: str = "compare_methods") -> list[np
     )
 
 
+@threads.under_policy
 def compare_methods(
     images,
     attributions: Mapping[str, object],
@@ -890,6 +901,7 @@ def class_names_for(model_outputs: int, class_names: Sequence[str] | None = None
     return [f"class {k}" for k in range(model_outputs)]
 
 
+@threads.under_policy
 def prediction_titles(
     model: torch.nn.Module,
     images,
@@ -940,6 +952,7 @@ def _curves(scores, labels) -> list[tuple[str | None, np.ndarray]]:
     return list(zip(labels if labels is not None else [None] * len(curves), curves))
 
 
+@threads.under_policy
 def score_curve(
     scores,
     labels: Sequence[str] | None = None,
@@ -1017,6 +1030,7 @@ def _line_styles(names: list[str], references: list[str]) -> dict[str, dict]:
     return styles
 
 
+@threads.under_policy
 def deletion_insertion(
     deletion: Mapping[str, object],
     insertion: Mapping[str, object],
@@ -1105,6 +1119,7 @@ def _stage_axis(ax: Axes, stages: list[str]) -> None:
     ax.set_xticklabels(stages, rotation=40 if crowded else 0, ha="right" if crowded else "center")
 
 
+@threads.under_policy
 def randomization_curves(
     results: Mapping[str, object], *, figsize: tuple[float, float] = (7.5, 4.0)
 ) -> Figure:
@@ -1149,6 +1164,7 @@ def _rho_panel(ax: Axes, m, rho: float, pixels: tuple[int, int]) -> MapStyle:
     return style
 
 
+@threads.under_policy
 def randomization_maps(
     results: Mapping[str, object],
     image,
@@ -1229,6 +1245,7 @@ def _table(ax: Axes, values: np.ndarray, limit: float, cmap: str) -> None:
         spine.set_visible(False)
 
 
+@threads.under_policy
 def relu_tables(
     forward_input,
     grad_output,
@@ -1272,6 +1289,7 @@ def relu_tables(
 # --- beyond the lecture: top patches and fooling images ----------------------------------------
 
 
+@threads.under_policy
 def top_patches(
     result,
     ncols: int = 3,
@@ -1322,6 +1340,7 @@ def top_patches(
     return fig
 
 
+@threads.under_policy
 def fooling_images(
     result,
     class_names: Sequence[str] | None = None,

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import threads
 from .data import make_shapes, make_shortcut_shapes
 from .models import SHORTCUT_WEIGHTS_PATH, WEIGHTS_PATH, ShapesNet
-from .targets import explaining, pass_size
+from .targets import explaining, pass_size, passes
 
 TRAIN_SEED = 1
 """Seed of the training images. Tests and notebooks use other seeds (unseen shapes)."""
@@ -45,19 +46,27 @@ smoothing the loss can reach zero through the mark alone, and nothing pushes the
 the shapes. One thread makes the result independent of the machine's number of cores."""
 
 
+@threads.under_policy
+def predictions(
+    model: nn.Module, images: torch.Tensor, batch_size: int | None = None
+) -> torch.Tensor:
+    """The class ``model`` gives each of ``images`` (the argmax of its scores) ``[N]``,
+    ``batch_size`` images per forward pass (``None``: passes of ``targets.PASS_VALUES`` input
+    values). The model's mode is left as it came."""
+    if len(images) == 0:
+        raise ValueError("predictions: got no images; pass a batch [N, C, H, W] with N >= 1.")
+    size = batch_size or pass_size(images)
+    with explaining(model), torch.no_grad():
+        guesses = [model(images[part]).argmax(1) for part in passes(len(images), size)]
+    return torch.cat(guesses)
+
+
+@threads.under_policy
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None
 ) -> float:
-    """The share of ``images`` that ``model`` classifies as ``labels``, ``batch_size`` images per
-    forward pass (``None``: passes of ``targets.PASS_VALUES`` input values). The model's mode
-    is left as it came."""
-    size = batch_size or pass_size(images)
-    correct = 0
-    with explaining(model), torch.no_grad():
-        for start in range(0, len(images), size):
-            logits = model(images[start : start + size])
-            correct += (logits.argmax(1) == labels[start : start + size]).sum().item()
-    return correct / len(images)
+    """The share of ``images`` that ``model`` classifies as ``labels`` (``predictions``)."""
+    return (predictions(model, images, batch_size) == labels).float().mean().item()
 
 
 def train_step(

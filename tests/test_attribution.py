@@ -509,7 +509,14 @@ def test_float64_inputs_into_a_float32_model(shapes_net, shapes_batch, method):
     assert result.dtype == torch.float64  # the inputs' dtype, as the device is the inputs'
     torch.testing.assert_close(result, expected.double())
     model64 = copy.deepcopy(shapes_net).double()
-    torch.testing.assert_close(method(model64, x, target=3), expected, rtol=1e-4, atol=1e-5)
+    atol = 1e-5
+    if method is A.integrated_gradients:
+        # The mean of 50 gradients along the path: at a path point where a ReLU's input (or two
+        # max-pool candidates) lie within float32 rounding, the float32 and the float64 model
+        # take different sides for that one step (seen on some CPUs: one of the 50 points,
+        # 3e-5 in the map, 4e-4 of its largest value), so the maps agree to a share of a step.
+        atol = 2e-3 * float(expected.abs().max())
+    torch.testing.assert_close(method(model64, x, target=3), expected, rtol=1e-4, atol=atol)
 
 
 def _grey_image_model():

@@ -177,3 +177,95 @@ def test_free_cores_see_a_program_that_keeps_a_core_busy():
         helper.join()
         threads.forget()
     assert idle - busy > 0.6, (idle, busy)
+
+
+# --- every operation of a public function runs under the policy -------------------------------
+
+
+class _ThreadsPerOperation(torch.overrides.TorchFunctionMode):
+    """Records the thread setting at each torch operation called inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[str, int]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append((getattr(func, "__name__", str(func)), torch.get_num_threads()))
+        return func(*args, **(kwargs or {}))
+
+
+def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
+    """One call of each kind of public function that computes with torch on a batch: methods,
+    measures, data, training's accuracy and figures."""
+    from lecture_lib import (
+        activations,
+        attribution,
+        class_model,
+        data,
+        evaluate,
+        fooling,
+        perturbation,
+        plot,
+        train,
+    )
+
+    maps = images[:, 0]
+    masks = maps > 0.5
+    labels = torch.zeros(len(images), dtype=torch.long)
+    small = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    features = torch.rand(2, 6, generator=torch.Generator().manual_seed(0))
+    return {
+        "attribution.gradient": lambda: attribution.gradient(net, images),
+        "attribution.saliency": lambda: attribution.saliency(net, images),
+        "attribution.input_x_gradient": lambda: attribution.input_x_gradient(net, images),
+        "attribution.guided_backprop": lambda: attribution.guided_backprop(net, images),
+        "attribution.integrated_gradients": lambda: attribution.integrated_gradients(
+            net, images, steps=2, return_gap=True
+        ),
+        "attribution.deeplift": lambda: attribution.deeplift(net, images, return_gap=True),
+        "attribution.grad_cam": lambda: attribution.grad_cam(net, images),
+        "attribution.guided_grad_cam": lambda: attribution.guided_grad_cam(net, images),
+        "attribution.smoothgrad": lambda: attribution.smoothgrad(
+            attribution.saliency, net, images, samples=2
+        ),
+        "perturbation.occlusion": lambda: perturbation.occlusion(net, images, window=16, stride=16),
+        "perturbation.single_feature": lambda: perturbation.single_feature(small, features),
+        "activations.feature_maps": lambda: activations.feature_maps(net, images, ["conv1"]),
+        "class_model.visualize": lambda: class_model.visualize(net, [0, 1], steps=2),
+        "fooling.fast_gradient_sign": lambda: fooling.fast_gradient_sign(net, images, 1),
+        "fooling.taylor_estimate": lambda: fooling.taylor_estimate(net, images, 1),
+        "evaluate.importance": lambda: evaluate.importance(images),
+        "evaluate.deletion_curve": lambda: evaluate.deletion_curve(net, images, maps, steps=4),
+        "evaluate.pointing_game": lambda: evaluate.pointing_game(maps, masks),
+        "data.make_shapes": lambda: data.make_shapes(4, seed=1),
+        "data.make_shortcut_shapes": lambda: data.make_shortcut_shapes(4, seed=1),
+        "data.gaussian_blur": lambda: data.gaussian_blur(images, 1.0),
+        "train.accuracy": lambda: train.accuracy(net, images, labels),
+        "plot.overlay_grid": lambda: plot.overlay_grid(images, maps),
+        "plot.compare_methods": lambda: plot.compare_methods(images, {"a": maps, "b": maps}),
+    }
+
+
+PUBLIC_CALLS = list(_public_calls(nn.Identity(), torch.zeros(1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize("name", PUBLIC_CALLS)
+def test_every_operation_of_a_public_function_runs_under_the_policy(
+    two_threads, monkeypatch, shapes_net, name
+):
+    """Busy machine: each torch operation inside the call, also the checks of the input before
+    the model runs and the finishing of the map after it, runs on one thread (a single
+    operation on two threads next to a busy core waits a time slice for the second thread);
+    afterwards the caller's two threads are back."""
+    import matplotlib.pyplot as plt
+
+    machine(monkeypatch, free=1.0)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    call = _public_calls(shapes_net, images)[name]
+    with _ThreadsPerOperation() as recorded:
+        call()
+    plt.close("all")
+    outside = sorted({op for op, count in recorded.seen if count != 1})
+    assert recorded.seen, "the recorder saw no operation"
+    assert not outside, f"{name}: operations on the caller's threads: {outside}"
+    assert torch.get_num_threads() == 2

@@ -20,3 +20,23 @@ def test_cli_writes_loadable_weights(tmp_path, capsys):
     assert "validation accuracy" in capsys.readouterr().out
     model = load_shapes_net(path=out)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_predictions_in_passes_are_the_argmax_and_leave_the_mode(shapes_net):
+    import pytest
+
+    from lecture_lib.train import accuracy, predictions
+
+    images, labels, _ = make_shapes(50, seed=11)
+    with torch.no_grad():
+        expected = shapes_net(images).argmax(1)
+    shapes_net.train()
+    try:
+        assert torch.equal(predictions(shapes_net, images, batch_size=7), expected)
+        assert shapes_net.training
+    finally:
+        shapes_net.eval()
+    assert torch.equal(predictions(shapes_net, images), expected)
+    assert accuracy(shapes_net, images, labels) == (expected == labels).float().mean().item()
+    with pytest.raises(ValueError, match="no images"):
+        predictions(shapes_net, images[:0])
