@@ -20,7 +20,8 @@ operation of each kind of function.
 
 The free cores are read from the operating system's count of CPU time (``/proc/stat`` on
 Linux): all programs' CPU seconds since the last look, minus this process's own, over the time
-that passed (``free_cores``). That average covers the seconds between two decisions, so a
+that passed, on the cores this process may run on (``free_cores``; a container given 2 of a
+server's 32 cores counts those 2). That average covers the seconds between two decisions, so a
 short lull of the other program does not fool it; without a recent look the policy pauses
 ``SAMPLE_S`` seconds to take one. Where the system has no such count the policy times a small
 convolution on the caller's threads and on one (``probe``). A decision is kept for
@@ -117,9 +118,10 @@ def threads_for_small_work(caller: int | None = None) -> int:
 
 
 def free_cores() -> float | None:
-    """The cores that other programs left free: all cores minus the CPU seconds per second that
-    the other programs computed since the last look (at most ``LOOK_BACK_S`` ago; otherwise
-    over a pause of ``SAMPLE_S`` now). ``None`` where the system does not count CPU time."""
+    """The cores that other programs left free: the cores this process may run on minus the CPU
+    seconds per second that the other programs computed on them since the last look (at most
+    ``LOOK_BACK_S`` ago; otherwise over a pause of ``SAMPLE_S`` now). ``None`` where the system
+    does not count CPU time."""
     global _look
     now = _cpu_seconds()
     if now is None:
@@ -131,23 +133,50 @@ def free_cores() -> float | None:
     _look = now
     seconds = now[0] - before[0]
     others = ((now[1] - before[1]) - (now[2] - before[2])) / seconds
-    return max(0.0, (os.cpu_count() or 1) - others)
+    return max(0.0, now[3] - others)
 
 
-def _cpu_seconds() -> tuple[float, float, float] | None:
-    """(now, the CPU seconds all programs have computed since the system started, this
-    process's), or ``None`` without ``/proc/stat``."""
+def _cpu_seconds() -> tuple[float, float, float, int] | None:
+    """(now, the CPU seconds all programs have computed since the system started on the cores
+    this process may run on, this process's, the number of those cores), or ``None`` without
+    ``/proc/stat``. A container or ``taskset`` that gives the process 2 of a server's 32 cores
+    counts those 2 and what runs on them."""
     try:
         with open("/proc/stat") as stat:
-            fields = stat.readline().split()
-        # user, nice, system, idle, waiting for the disk, irq, softirq, steal
-        ticks = [int(value) for value in fields[1:9]]
-    except (OSError, ValueError):
+            text = stat.read()
+    except OSError:
         return None
-    if fields[0] != "cpu" or len(ticks) < 5:
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    counted = _busy_seconds(text, allowed)
+    if counted is None:
         return None
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and waiting for the disk
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), time.process_time()
+    busy, cores = counted
+    return time.perf_counter(), busy, time.process_time(), cores
+
+
+def _busy_seconds(stat: str, cores: set[int] | None = None) -> tuple[float, int] | None:
+    """From the text of ``/proc/stat``: the CPU seconds computed on ``cores`` (all when
+    ``None``), everything but idle and waiting for the disk, and how many of them it counted."""
+    busy_ticks, counted = 0, 0
+    for line in stat.splitlines():
+        fields = line.split()
+        name = fields[0] if fields else ""
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue  # the "cpu" line (all cores) and the rest of the file
+        if cores is not None and int(name[3:]) not in cores:
+            continue
+        try:
+            # user, nice, system, idle, waiting for the disk, irq, softirq, steal
+            ticks = [int(value) for value in fields[1:9]]
+        except ValueError:
+            return None
+        if len(ticks) < 5:
+            return None
+        busy_ticks += sum(ticks) - ticks[3] - ticks[4]
+        counted += 1
+    if counted == 0:
+        return None
+    return busy_ticks / os.sysconf("SC_CLK_TCK"), counted
 
 
 def probe(threads: int) -> float:

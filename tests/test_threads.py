@@ -132,19 +132,40 @@ def test_threads_follow_the_free_cores_or_else_the_probe(
 
 
 def test_free_cores_are_all_cores_minus_the_other_programs_cpu_time(monkeypatch):
-    """Counts of CPU seconds (when, all programs, this process): over the 10 s between two
-    looks the others computed 25 - 5 = 20 CPU seconds, two cores' worth."""
-    counts = iter([(100.0, 1000.0, 50.0), (110.0, 1025.0, 55.0)])
+    """Counts of CPU seconds (when, all programs, this process, cores): over the 10 s between two
+    looks the others computed 25 - 5 = 20 CPU seconds on 4 cores, two cores' worth."""
+    counts = iter([(100.0, 1000.0, 50.0, 4), (110.0, 1025.0, 55.0, 4)])
     monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(counts))
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(threads, "_look", None)
     monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
     assert threads.free_cores() == pytest.approx(2.0)  # no earlier look: a pause, then a count
-    counts = iter([(200.0, 2000.0, 60.0)])  # 90 s later: too old a window, so a new pause
-    monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(counts, (200.05, 2000.1, 60.0)))
+    counts = iter([(200.0, 2000.0, 60.0, 4)])  # 90 s later: too old a window, so a new pause
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(counts, (200.05, 2000.1, 60.0, 4)))
     assert threads.free_cores() == pytest.approx(2.0)
     monkeypatch.setattr(threads, "_cpu_seconds", lambda: None)
     assert threads.free_cores() is None  # no /proc/stat: the probe decides
+
+
+STAT = """cpu  700 0 100 900 50 0 0 0 0 0
+cpu0 100 0 0 400 50 0 0 0 0 0
+cpu1 300 0 50 100 0 0 0 0 0 0
+cpu2 0 0 0 400 0 0 0 0 0 0
+cpu3 300 0 50 0 0 0 0 0 0 0
+intr 12345 0 0
+ctxt 999
+"""
+
+
+def test_busy_seconds_count_only_the_cores_the_process_may_run_on():
+    """Everything but idle (4th) and waiting for the disk (5th) on each cpuN line; the "cpu"
+    line of all cores and the other lines are left out."""
+    tick = threads.os.sysconf("SC_CLK_TCK")
+    assert threads._busy_seconds(STAT) == (800 / tick, 4)
+    assert threads._busy_seconds(STAT, {1, 3}) == (700 / tick, 2)  # taskset -c 1,3
+    assert threads._busy_seconds(STAT, {2}) == (0.0, 1)
+    assert threads._busy_seconds(STAT, {7}) is None  # none of the counted cores
+    assert threads._busy_seconds("cpu0 1 2\n") is None  # too few fields
+    assert threads._busy_seconds("") is None
 
 
 def _spin(seconds):
