@@ -22,28 +22,13 @@ import time
 
 import torch
 import torchvision
+from bench_attribution import forward_backward, median_time  # the same baseline and timing
 
 from lecture_lib import activations, attribution, fooling, threads
 from lecture_lib.class_model import feature_visualization
 from lecture_lib.data import make_shapes
 from lecture_lib.models import load_shapes_net
 from lecture_lib.targets import Neuron
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def forward_backward(model, x, target):
-    x = x.clone().requires_grad_(True)
-    score = model(x).gather(1, target[:, None]).sum()
-    torch.autograd.grad(score, x)
 
 
 def row(label: str, seconds: float, ratio: float, note: str = "") -> None:
