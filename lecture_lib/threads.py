@@ -22,8 +22,10 @@ The free cores are read from the operating system's count of CPU time (``/proc/s
 Linux): all programs' CPU seconds since the last look, minus this process's own, over the time
 that passed, on the cores this process may run on (``free_cores``; a container given 2 of a
 server's 32 cores counts those 2). That average covers the seconds between two decisions, so a
-short lull of the other program does not fool it; without a recent look the policy pauses
-``SAMPLE_S`` seconds to take one. Where the system has no such count the policy times a small
+short lull of the other program does not fool it. Only the first decision pauses (``SAMPLE_S``
+seconds) to count; later, when the last look is over ``LOOK_BACK_S`` old, the policy takes a
+look and keeps its last decision until a call ``SAMPLE_S`` or more later can count from it, so
+that no explorer update waits for a count. Where the system has no such count the policy times a small
 convolution on the caller's threads and on one (``probe``). A decision is kept for
 ``DECIDE_EVERY_S`` seconds, so the policy follows a laptop that becomes busy or idle during a
 lecture. The caller's setting is restored when the method returns (also when it raises); a
@@ -105,16 +107,31 @@ def threads_for_small_work(caller: int | None = None) -> int:
     if caller <= 1:
         return caller
     with _lock:
-        now = time.monotonic()
         decided = _decisions.get(caller)
-        if decided is None or now - decided[0] > DECIDE_EVERY_S:
-            free = free_cores()
-            if free is None:  # no CPU-time count on this system
-                threads = caller if probe(caller) >= SPEEDUP_NEEDED else 1
-            else:
-                threads = max(1, min(caller, int(free + 0.25)))  # 1.8 free cores: 2 threads
-            decided = _decisions[caller] = (time.monotonic(), threads)
-        return decided[1]
+        if decided is not None and time.monotonic() - decided[0] <= DECIDE_EVERY_S:
+            return decided[1]
+        if decided is not None and not _window_ready():
+            return decided[1]  # the last decision, until the count since a fresh look can decide
+        free = free_cores()  # the first decision pauses SAMPLE_S to count
+        if free is None:  # no CPU-time count on this system
+            threads = caller if probe(caller) >= SPEEDUP_NEEDED else 1
+        else:
+            threads = max(1, min(caller, int(free + 0.25)))  # 1.8 free cores: 2 threads
+        _decisions[caller] = (time.monotonic(), threads)
+        return threads
+
+
+def _window_ready() -> bool:
+    """Whether the CPU time counted since the last look can decide without a pause: a look
+    between ``SAMPLE_S`` and ``LOOK_BACK_S`` seconds ago. Where the last look is older (a
+    student read for minutes before moving a slider) a look is taken now, for a later call to
+    decide from, and the caller keeps the last decision meanwhile."""
+    global _look
+    now = time.perf_counter()
+    if _look is None or now - _look[0] > LOOK_BACK_S:
+        _look = _cpu_seconds()
+        return _look is None  # no count on this system: the probe decides at once
+    return now - _look[0] >= SAMPLE_S
 
 
 def free_cores() -> float | None:

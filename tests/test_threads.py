@@ -72,6 +72,8 @@ def test_one_thread_set_by_the_caller_is_kept_without_probing(monkeypatch):
 
 
 def test_a_decision_is_kept_for_a_while_then_measured_again(two_threads, monkeypatch):
+    import time
+
     probes = machine(monkeypatch, free=1.0)
     clock = [100.0]
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
@@ -80,6 +82,8 @@ def test_a_decision_is_kept_for_a_while_then_measured_again(two_threads, monkeyp
             pass
     assert probes == ["free cores"]
     clock[0] += threads.DECIDE_EVERY_S + 1  # the laptop may have become idle
+    look = (time.perf_counter() - 1.0, 0.0, 0.0, 2)  # a look a second ago: a count can decide
+    monkeypatch.setattr(threads, "_look", look)
     machine(monkeypatch, free=2.0)
     with threads.policy() as chosen:
         assert chosen == 2
@@ -129,6 +133,28 @@ def test_threads_follow_the_free_cores_or_else_the_probe(
     measured = machine(monkeypatch, free=free, speedup=speedup)
     assert threads.threads_for_small_work() == chosen
     assert measured == (["free cores"] if free is not None else ["free cores", "probe 2"])
+
+
+def test_after_a_long_pause_the_last_decision_holds_until_a_count_is_ready(
+    two_threads, monkeypatch
+):
+    """A decision 100 s old and no look at the CPU time for 100 s (a student reading): the next
+    call keeps the last decision without a pause and takes a look; so does a call 10 ms later;
+    a call after SAMPLE_S or more decides from the count since that look."""
+    import time
+
+    measured = machine(monkeypatch, free=2.0)
+    now = time.perf_counter()
+    monkeypatch.setattr(threads, "_decisions", {2: (time.monotonic() - 100.0, 1)})
+    monkeypatch.setattr(threads, "_look", (now - 100.0, 0.0, 0.0, 2))
+    start = time.perf_counter()
+    assert threads.threads_for_small_work() == 1  # the last decision ...
+    assert time.perf_counter() - start < threads.SAMPLE_S  # ... at once
+    assert measured == [] and threads._look[0] >= now  # a fresh look, for the next call
+    assert threads.threads_for_small_work() == 1 and measured == []  # too soon to count
+    monkeypatch.setattr(threads, "_look", (time.perf_counter() - 1.0, 0.0, 0.0, 2))
+    assert threads.threads_for_small_work() == 2 and measured == ["free cores"]  # decided anew
+    assert threads.threads_for_small_work() == 2 and measured == ["free cores"]  # kept 10 s
 
 
 def test_free_cores_are_all_cores_minus_the_other_programs_cpu_time(monkeypatch):
