@@ -25,8 +25,8 @@ server's 32 cores counts those 2). That average covers the seconds between two d
 short lull of the other program does not fool it. Only the first decision pauses (``SAMPLE_S``
 seconds) to count; later, when the last look is over ``LOOK_BACK_S`` old, the policy takes a
 look and keeps its last decision until a call ``SAMPLE_S`` or more later can count from it, so
-that no explorer update waits for a count. Where the system has no such count the policy times a small
-convolution on the caller's threads and on one (``probe``). A decision is kept for
+that no explorer update waits for a count. Where the system has no such count the policy times
+a small convolution on the caller's threads and on one (``probe``). A decision is kept for
 ``DECIDE_EVERY_S`` seconds, so the policy follows a laptop that becomes busy or idle during a
 lecture. The caller's setting is restored when the method returns (also when it raises); a
 caller who set one thread keeps one thread, without measuring anything.
