@@ -192,7 +192,8 @@ def test_busy_seconds_count_only_the_cores_the_process_may_run_on():
     assert threads._busy_seconds("") is None
 
 
-def _spin(seconds):
+def _spin(seconds, started):
+    started.set()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
@@ -209,10 +210,13 @@ def test_free_cores_see_a_program_that_keeps_a_core_busy():
 
     threads.forget()
     idle = free_over(0.5)
-    helper = multiprocessing.get_context("spawn").Process(target=_spin, args=(3.0,))
+    spawn = multiprocessing.get_context("spawn")
+    started = spawn.Event()
+    helper = spawn.Process(target=_spin, args=(30.0, started))
     helper.start()
     try:
-        time.sleep(0.5)  # the helper has started spinning
+        # the helper imports this module first: wait until it spins, however long that takes
+        assert started.wait(timeout=60), "the spinning helper did not start"
         busy = free_over(0.5)
     finally:
         helper.terminate()
