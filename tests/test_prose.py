@@ -12,24 +12,15 @@ from functools import cache
 from pathlib import Path
 
 import nbformat
+import notebooks
 import pytest
 import torch
+from notebooks import ROOT
 
 from lecture_lib import perturbation, rules
 
-ROOT = Path(__file__).resolve().parent.parent
-LECTURES = {path.stem[:2]: path for path in sorted((ROOT / "lectures").glob("*.ipynb"))}
-SOLUTIONS = {
-    name[:2]: ROOT / "solutions" / name / f"{name}.ipynb"
-    for name in (
-        "01_activations",
-        "02_saturation",
-        "03_saliency",
-        "05_guided_backprop",
-        "06_evaluation",
-        "07_beyond",
-    )
-}
+LECTURES = {path.stem[:2]: path for path in notebooks.LECTURES}
+SOLUTIONS = {path.stem[:2]: path for path in notebooks.SOLUTIONS}
 
 
 @cache
