@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lecture_lib import incremental
+from lecture_lib import incremental, regions
 from lecture_lib.models import Normalize
 from lecture_lib.perturbation import occlusion, occlusion_plan
 from lecture_lib.targets import Neuron
@@ -156,7 +156,7 @@ def test_each_region_holds_exactly_what_a_window_reaches(net):
             boxes = (torch.tensor(route.rows), torch.tensor(route.cols))
             for k, step in enumerate(route.steps[: route.full_from]):
                 if step.kind == "window":
-                    strides = incremental._pair(step.module.stride)
+                    strides = regions._pair(step.module.stride)
                     boxes = tuple(t.start // s for t, s in zip(step.tiles, strides))
                 top, left = int(boxes[0][i]), int(boxes[1][j])
                 changed = maps[k].nonzero()
@@ -248,7 +248,8 @@ def test_a_neuron_target_and_forward_hooks_fall_back(shapes_net, shapes_batch):
         occlusion(shapes_net, image, window=32, stride=32)
     finally:
         handle.remove()
-    assert len(calls) == 2  # the prediction and one batch of 4 occluded images: the hook saw both
+    # the plan's check of the target, the prediction and one batch of 4 occluded images
+    assert len(calls) == 3
 
 
 @pytest.mark.parametrize(
