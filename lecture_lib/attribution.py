@@ -416,12 +416,13 @@ def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
         return hook
 
+    batch, _ = prepare(model, inputs, "spatial_layers")  # the model's dtype, a batch
     handles = [
         module.register_forward_hook(record(name)) for name, module in model.named_modules() if name
     ]
     try:
         with explaining(model), torch.no_grad():
-            model(inputs)
+            model(batch)
     finally:
         for handle in handles:
             handle.remove()
