@@ -73,7 +73,8 @@ def _backward(
 
 def _one_pass(model, batch, target, method, rule):
     """``_backward`` on examples that go through the model together (inside ``explaining``)."""
-    batch = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
+    leaf = batch.detach().clone().requires_grad_(True)
+    batch = leaf.clone()  # what the model gets: an in-place first layer may change it
     if rule is None:
         f, _ = score(model, batch, target, method)
     else:
@@ -85,7 +86,7 @@ def _one_pass(model, batch, target, method, rule):
                 "gradient. It explains networks with ReLU activations (nn.ReLU, F.relu, "
                 "x.clamp(min=0), ...)."
             )
-    return _input_gradient(f, batch, method)
+    return _input_gradient(f, leaf, method)
 
 
 def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.Tensor:
@@ -277,11 +278,12 @@ def deeplift(
     with gradients_on(), explaining(model):
         reference = baseline_batch(baseline, batch, "deeplift")
         with record_references() as recorded:
-            model(reference)
-        x = batch.clone().requires_grad_(True)
+            model(reference.clone())  # copies: an in-place first layer may change what it gets
+        leaf = batch.clone().requires_grad_(True)
+        x = leaf.clone()
         with use_rescale(recorded.records, x, model):
             f, logits = score(model, x, target, "deeplift")
-        multipliers = _input_gradient(f, x, "deeplift")
+        multipliers = _input_gradient(f, leaf, "deeplift")
         attributions = multipliers * (batch - reference)
     if not isinstance(target, Neuron):
         target = target_indices(target, logits, "deeplift")
@@ -290,7 +292,7 @@ def deeplift(
 
 # --- beyond the lecture: class-discriminative maps (Grad-CAM) and SmoothGrad -------------------
 
-from .targets import get_layer, layer_names  # noqa: E402
+from .targets import get_layer, keep_output, layer_names  # noqa: E402
 
 
 @threads.under_policy
@@ -329,9 +331,12 @@ def grad_cam(
         elementwise: weight each position by its own gradient instead of the average.
     """
     method = "grad_cam"
+    _check_flag(upsample, "upsample", method)
+    _check_flag(elementwise, "elementwise", method)
     batch, single = prepare(model, inputs, method)
     _check_images(batch, inputs, method)
-    cam = _grad_cam(model, batch, target, layer, upsample, elementwise, method)
+    with gradients_on():
+        cam = _grad_cam(model, batch, target, layer, upsample, elementwise, method)
     return finish(cam, inputs, single)
 
 
@@ -352,12 +357,14 @@ def guided_grad_cam(
     ``layer`` and ``elementwise`` are ``grad_cam``'s.
     """
     method = "guided_grad_cam"
+    _check_flag(elementwise, "elementwise", method)
     batch, single = prepare(model, inputs, method)
     _check_images(batch, inputs, method)
-    with explaining(model):
-        _, target = fix_target(model, batch, target, method)
-    cam = _grad_cam(model, batch, target, layer, True, elementwise, method)
-    guided = _backward(model, batch, target, method, rule="guided")
+    with gradients_on():
+        with explaining(model):
+            _, target = fix_target(model, batch, target, method)
+        cam = _grad_cam(model, batch, target, layer, True, elementwise, method)
+        guided = _backward(model, batch, target, method, rule="guided")
     return finish(guided * cam[:, None], inputs, single)
 
 
@@ -366,6 +373,11 @@ def _grad_cam(model, batch, target, layer, upsample, elementwise, method) -> tor
     weights = grads if elementwise else grads.mean(dim=(2, 3), keepdim=True)  # alpha_k^c
     cam = (weights * maps).sum(dim=1).clamp(min=0)
     return _upsample(cam, batch.shape[-2:]) if upsample else cam
+
+
+def _check_flag(value, name: str, method: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{method}: {name} must be True or False, got {name}={value!r}.")
 
 
 def _check_images(batch: torch.Tensor, inputs: torch.Tensor, method: str) -> None:
@@ -404,12 +416,13 @@ def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
         return hook
 
+    batch, _ = prepare(model, inputs, "spatial_layers")  # the model's dtype, a batch
     handles = [
         module.register_forward_hook(record(name)) for name, module in model.named_modules() if name
     ]
     try:
         with explaining(model), torch.no_grad():
-            model(inputs)
+            model(batch)
     finally:
         for handle in handles:
             handle.remove()
@@ -423,18 +436,13 @@ def _maps_and_gradients(model, batch, target, layer, method):
     module = get_layer(model, name, method)
     captured: list[torch.Tensor] = []
 
-    def keep(_module, _inputs, output):
-        if not isinstance(output, torch.Tensor):
-            return None
-        captured.append(output)
-        # the rest of the model works on a copy: an in-place ReLU after the layer would
-        # otherwise overwrite A with ReLU(A)
-        return output.clone()
-
-    handle = module.register_forward_hook(keep)
+    # the rest of the model works on a copy of A: an in-place ReLU after the layer would
+    # otherwise overwrite A with ReLU(A)
+    handle = module.register_forward_hook(lambda _m, _i, output: keep_output(output, captured))
     try:
         with explaining(model):
-            f, _ = score(model, batch.requires_grad_(True), target, method)
+            leaf = batch.detach().requires_grad_(True)  # maps need a graph, even of a frozen model
+            f, _ = score(model, leaf.clone(), target, method)
     finally:
         handle.remove()
     if not captured:
@@ -513,12 +521,29 @@ def smoothgrad(
         low = 0 if label == "seed" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: {label} must be an int >= {low}, got {label}={value!r}.")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, (int, float))
+        or not 0 <= noise < float("inf")
+    ):
         raise ValueError(
             f"{name}: noise is the noise's standard deviation as a fraction of the input range, "
-            f"a number >= 0 (0.1-0.2 is typical); got noise={noise!r}."
+            f"a finite number >= 0 (0.1-0.2 is typical); got noise={noise!r}."
         )
     batch, single = prepare(model, inputs, name)
+    with gradients_on():  # no inference tensors reach the method, also in inference mode
+        return finish(
+            _smoothgrad(
+                method, model, batch, target, samples, noise, seed, squared, batch_size, progress
+            ),
+            inputs,
+            single,
+        )
+
+
+def _smoothgrad(method, model, batch, target, samples, noise, seed, squared, batch_size, progress):
+    """``smoothgrad``'s average over the noisy copies of ``batch``."""
+    name = "smoothgrad"
     with explaining(model):
         _, target = fix_target(model, batch, target, name)
     n = batch.shape[0]
@@ -544,4 +569,4 @@ def smoothgrad(
         maps = maps.square() if squared else maps
         part = maps.view(len(chunk), n, *maps.shape[1:]).sum(dim=0)
         total = part if total is None else total + part
-    return finish(total / samples, inputs, single)
+    return total / samples

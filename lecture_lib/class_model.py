@@ -45,10 +45,12 @@ from .targets import (
     Neuron,
     explaining,
     get_layer,
+    keep_output,
     model_device,
     model_dtype,
     score,
     target_indices,
+    with_gradients,
 )
 
 OBJECTIVES: tuple[str, ...] = ("score", "softmax", "log_softmax")
@@ -61,6 +63,7 @@ NOISE = 0.02
 
 
 @threads.under_policy
+@with_gradients  # also under torch.no_grad() or torch.inference_mode()
 def visualize(
     model: nn.Module,
     target: int | Sequence[int] | Neuron,
@@ -276,6 +279,7 @@ PARAMETERIZATIONS: tuple[str, ...] = ("fourier", "pixel")
 
 
 @threads.under_policy
+@with_gradients  # also under torch.no_grad() or torch.inference_mode()
 def feature_visualization(
     model: nn.Module,
     target: int | Neuron | list,
@@ -451,12 +455,12 @@ def _transform(images, jitter, scale, rotate, generator) -> torch.Tensor:
 def _activities(model: nn.Module, images: torch.Tensor, targets: list, method: str) -> torch.Tensor:
     """f for each image and its own target, ``[k]``, from one forward pass."""
     layers = {t.layer for t in targets if isinstance(t, Neuron)}
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, list[torch.Tensor]] = {}
     handles = []
 
     def keep(name: str):
-        def hook(_module, _inputs, output):
-            captured[name] = output
+        def hook(_module, _inputs, output):  # the layer's own output, kept from in-place layers
+            return keep_output(output, captured.setdefault(name, []))
 
         return hook
 
@@ -470,7 +474,7 @@ def _activities(model: nn.Module, images: torch.Tensor, targets: list, method: s
     values = []
     for i, t in enumerate(targets):
         if isinstance(t, Neuron):
-            unit = captured[t.layer][i, t.channel].reshape(-1)
+            unit = captured[t.layer][-1][i, t.channel].reshape(-1)
             values.append(unit.amax() if t.reduce == "max" else unit.sum())
         else:
             values.append(logits[i, t])

@@ -33,7 +33,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import threads
-from .targets import Neuron, as_batch, explaining, model_device, target_indices
+from .targets import (
+    Neuron,
+    as_batch,
+    check_channels,
+    explaining,
+    model_device,
+    model_dtype,
+    target_indices,
+    with_gradients,
+)
 
 GREY_LEVEL = 1 / 255
 """One step of an 8-bit image: the unit in which ``fast_gradient_sign`` searches its epsilon."""
@@ -124,7 +133,9 @@ def _images(model: nn.Module, inputs, method: str) -> tuple[torch.Tensor, bool]:
         raise ValueError(
             f"{method}: expects images [N, C, H, W] or [C, H, W], got shape {tuple(inputs.shape)}."
         )
-    return batch.detach().to(model_device(model), copy=True), single
+    check_channels(model, batch, method)
+    dtype = model_dtype(model, batch.dtype)  # float64 images for a float32 model: float32
+    return batch.detach().to(model_device(model), dtype, copy=True), single
 
 
 def _classes(model: nn.Module, batch: torch.Tensor, target, method: str):
@@ -197,6 +208,7 @@ def _result(model, batch, image, steps, source, target, single, method) -> Fooli
 
 
 @threads.under_policy
+@with_gradients  # also under torch.no_grad() or torch.inference_mode()
 def fooling_image(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -242,7 +254,7 @@ def fooling_image(
         show = progress if progress is not None else max_steps > 200
         for _ in tqdm(range(max_steps), desc=method, disable=not show, leave=False):
             x = image.clone().requires_grad_(True)
-            logits = model(x)
+            logits = model(x.clone())  # a copy: an in-place first layer may change it
             active = logits.argmax(dim=1) != target
             if not active.any():
                 break
@@ -258,6 +270,7 @@ def fooling_image(
 
 
 @threads.under_policy
+@with_gradients  # also under torch.no_grad() or torch.inference_mode()
 def fast_gradient_sign(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -295,7 +308,7 @@ def fast_gradient_sign(
         if epsilon is None:
             epsilon = _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp)
         else:
-            epsilon = torch.full((len(batch),), float(epsilon), device=batch.device)
+            epsilon = torch.full((len(batch),), epsilon, dtype=batch.dtype, device=batch.device)
         image = batch + epsilon.view(-1, 1, 1, 1) * direction
         if clamp:
             image = image.clamp(0, 1)
@@ -306,7 +319,7 @@ def fast_gradient_sign(
 def _margin_gradient(model, batch, source, target) -> torch.Tensor:
     r""":math:`g = \partial (S_t - S_c) / \partial I` for each image (one forward, one backward)."""
     x = batch.clone().requires_grad_(True)
-    logits = model(x)
+    logits = model(x.clone())  # a copy: an in-place first layer may change it
     margin = logits.gather(1, target[:, None]) - logits.gather(1, source[:, None])
     (g,) = torch.autograd.grad(margin.sum(), x)
     return g
@@ -316,8 +329,8 @@ def _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp) -> to
     """Per image, the smallest multiple of one grey level up to ``max_epsilon`` whose signed
     step makes the model predict the target (``max_epsilon`` where none does)."""
     levels = max(1, int(max_epsilon / GREY_LEVEL + 1e-9))
-    epsilons = torch.arange(1, levels + 1, device=batch.device) * GREY_LEVEL
-    found = torch.full((len(batch),), float(max_epsilon), device=batch.device)
+    epsilons = torch.arange(1, levels + 1, dtype=batch.dtype, device=batch.device) * GREY_LEVEL
+    found = torch.full((len(batch),), max_epsilon, dtype=batch.dtype, device=batch.device)
     per_pass = max(1, 256 // len(batch))
     with torch.no_grad():
         for chunk in epsilons.split(per_pass):
@@ -333,6 +346,7 @@ def _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp) -> to
 
 
 @threads.under_policy
+@with_gradients  # also under torch.no_grad() or torch.inference_mode()
 def taylor_estimate(model: nn.Module, inputs: torch.Tensor, target) -> TaylorEstimate:
     r"""The linear model's answer: how large must a change be to make class ``target`` win?
 

@@ -113,6 +113,8 @@ class Normalize(nn.Module):
     """``(x - mean) / std`` per colour channel: lets an ImageNet model take images in [0, 1], so
     its attributions live in the picture's own space, as ShapesNet's do."""
 
+    pointwise = True  # each value on its own: incremental occlusion passes a changed box through
+
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))

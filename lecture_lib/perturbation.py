@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from . import incremental as _incremental
 from . import threads
+from .regions import window_positions  # noqa: F401 (public: where the windows start)
 from .targets import (
-    as_batch,
     baseline_batch,
     explaining,
     finish,
@@ -57,21 +57,6 @@ def _check_positive_int(value, name: str, method: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{method}: {name} must be a positive int, got {name}={value!r}.")
     return value
-
-
-def window_positions(side: int, window: int, stride: int) -> list[int]:
-    """Where a window starts along one axis: ``0, stride, 2 stride, ...`` and always
-    ``side - window``, so that the last pixels are covered too.
-
-    >>> window_positions(64, 8, 4)[-3:]
-    [48, 52, 56]
-    >>> window_positions(64, 10, 7)
-    [0, 7, 14, 21, 28, 35, 42, 49, 54]
-    """
-    positions = list(range(0, side - window + 1, stride))
-    if positions[-1] != side - window:
-        positions.append(side - window)
-    return positions
 
 
 @threads.under_policy
@@ -157,9 +142,10 @@ def occlusion_plan(
     ``plan.reason`` says where (and why) the whole map is recomputed; ``print(plan)`` shows the
     changed region of every layer. The model is left as it came."""
     method = "occlusion_plan"
-    batch, _ = as_batch(inputs, method)
+    batch, _ = prepare(model, inputs, method)
     _check_occlusion_arguments(batch, inputs, window, stride, method)
-    with explaining(model):
+    with explaining(model), torch.no_grad():
+        _, target = fix_target(model, batch, target, method)  # a valid class or Neuron
         return _incremental.plan(model, batch.shape[1:], window, stride, target)
 
 

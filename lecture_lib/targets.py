@@ -15,6 +15,7 @@ model as it came (``explaining``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,6 +128,24 @@ def _as_image_batch(model: nn.Module, batch: torch.Tensor, single: bool, method:
     )
 
 
+def check_channels(model: nn.Module, batch: torch.Tensor, method: str) -> None:
+    """Images ``[N, C, H, W]`` whose C is what the model's first ``Conv2d`` takes, or a clear
+    error (a grey image for a colour model, say)."""
+    first = _first_layer(model)
+    if batch.ndim != 4 or first is None or not isinstance(first[1], nn.Conv2d):
+        return
+    name, conv = first
+    if batch.shape[1] != conv.in_channels:
+        hint = ""
+        if batch.shape[1] == 1:
+            hint = f" (a grey image: x.expand(-1, {conv.in_channels}, -1, -1))"
+        raise ValueError(
+            f"{method}: inputs have {batch.shape[1]} channels (shape {tuple(batch.shape)}), but "
+            f"the model's first layer {name!r} (Conv2d) takes {conv.in_channels}. Pass images "
+            f"[N, {conv.in_channels}, H, W]{hint}."
+        )
+
+
 # --- targets --------------------------------------------------------------------------------
 
 
@@ -167,7 +186,7 @@ def class_indices(target, n: int, method: str) -> torch.Tensor:
         raise TypeError(
             f"{method}: target must hold integer class indices, got dtype {indices.dtype}."
         )
-    indices = indices.reshape(-1).long()
+    indices = indices.reshape(-1).long().clone()  # never an inference tensor outside that mode
     if indices.numel() == 1:
         indices = indices.expand(n)
     if indices.numel() != n:
@@ -199,6 +218,11 @@ def baseline_batch(baseline, batch: torch.Tensor, method: str) -> torch.Tensor:
     """The reference input x' as a batch: ``None`` (zeros, a black image) or a number gives
     ``[1, ...]``; one example ``[C, H, W]`` gives ``[1, C, H, W]``; or one per example."""
     reference = torch.as_tensor(0.0 if baseline is None else baseline)
+    if reference.is_floating_point() and not torch.isfinite(reference).all():
+        raise ValueError(
+            f"{method}: baseline contains NaN or infinite values; give a finite number (0.0 "
+            "black, 0.5 grey) or a finite image."
+        )
     reference = reference.to(dtype=batch.dtype, device=batch.device)
     if reference.ndim == 0:
         reference = reference.expand(1, *batch.shape[1:])
@@ -269,7 +293,7 @@ def score(
 def _neuron_activity(model, batch, neuron: Neuron, method: str):
     layer = get_layer(model, neuron.layer, method)
     captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    handle = layer.register_forward_hook(lambda _m, _i, output: keep_output(output, captured))
     try:
         logits = model(batch)
     finally:
@@ -284,6 +308,16 @@ def _neuron_activity(model, batch, neuron: Neuron, method: str):
     maps = activation[:, neuron.channel].reshape(len(batch), -1)
     f = maps.amax(dim=1) if neuron.reduce == "max" else maps.sum(dim=1)
     return f, logits
+
+
+def keep_output(output, captured: list):
+    """A forward hook's body that records a layer's own output: the rest of the model goes on
+    with a copy, so that an in-place layer after it (torchvision's ``ReLU(inplace=True)``) cannot
+    overwrite what was recorded. Gradients flow through both."""
+    if not isinstance(output, torch.Tensor):
+        return None
+    captured.append(output)
+    return output.clone()
 
 
 # --- the model is left as it came -----------------------------------------------------------
@@ -303,12 +337,40 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
+        check_batch_independent(model)
         with threads.policy():  # one thread on a busy machine (lecture_lib.threads)
             yield model
     finally:
         for module, training in modes:
             if module.training != training:
                 module.train(training)
+
+
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
+"""Layers that may normalise with the statistics of the batch they are given."""
+
+
+def check_batch_independent(model: nn.Module) -> None:
+    """Refuse a model (already in eval mode) whose output for one example depends on the other
+    examples of its batch: a batch norm without running statistics, or one still in train mode
+    after ``model.eval()`` (its ``train`` keeps it so). Every method runs many examples (copies,
+    windows, path points) in one batch, so each explanation would depend on how they are batched."""
+    for name, module in model.named_modules():
+        if not isinstance(module, _BATCH_NORMS):
+            continue
+        if module.running_mean is None or module.training:
+            why = (
+                "has no running statistics"
+                if module.running_mean is None
+                else "stays in train mode"
+            )
+            raise ValueError(
+                f"the model's layer {name or type(module).__name__!r} ({type(module).__name__}) "
+                f"{why}, so it normalises each example with the statistics of its whole batch: "
+                "every explanation would depend on the other examples batched with it. Give it "
+                "running statistics (track_running_stats=True, then train the model) and let "
+                "model.eval() use them."
+            )
 
 
 @contextmanager
@@ -320,6 +382,19 @@ def gradients_on() -> Iterator[None]:
         yield
 
 
+def with_gradients(function):
+    """Decorator: ``function`` runs inside ``gradients_on()``, so that a method that takes
+    gradients (an ascent, a fooling image) works the same under ``torch.no_grad()`` or
+    ``torch.inference_mode()``."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with gradients_on():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def prepare(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, int]:
     """The usual first step of a method: a detached copy of the batch on the model's device, in
     the model's dtype (float64 inputs for a float32 model become float32), never an inference
@@ -327,6 +402,7 @@ def prepare(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.
     ``[H, W]`` for a model whose first layer is a one-channel ``Conv2d``)."""
     batch, single = as_batch(inputs, method)
     batch, single = _as_image_batch(model, batch, single, method)
+    check_channels(model, batch, method)
     with torch.inference_mode(False):
         dtype = model_dtype(model, batch.dtype)
         return batch.detach().to(model_device(model), dtype, copy=True), int(single)

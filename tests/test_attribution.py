@@ -281,10 +281,6 @@ REFUSED = {
         Apply(lambda h: F.dropout(h, 0.5, training=True)),
         r"dropout in layer 'act' \(Apply\) in training mode",
     ),
-    "batch norm with batch statistics": (
-        nn.BatchNorm1d(8, track_running_stats=False),
-        r"batch_norm in layer 'act' \(BatchNorm1d\) in training mode.*track_running_stats=True",
-    ),
 }
 
 
@@ -302,6 +298,17 @@ def test_deeplift_refuses_every_operation_without_a_rule_and_names_it(name):
     assert "integrated_gradients" in str(error.value)  # what to do instead
     if name != "integer cast":
         A.integrated_gradients(model.eval(), x, baseline=baseline, steps=2)  # which explains it
+
+
+@pytest.mark.parametrize("method", [A.deeplift, A.integrated_gradients, A.gradient])
+def test_a_batch_norm_with_batch_statistics_is_refused_naming_it(method):
+    """Each example's map would depend on the others batched with it (path points, copies)."""
+    model = nn.Sequential()
+    model.add_module("fc1", nn.Linear(6, 8))
+    model.add_module("act", nn.BatchNorm1d(8, track_running_stats=False))
+    model.add_module("fc2", nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"layer 'act' \(BatchNorm1d\) has no running statistics"):
+        method(model, torch.randn(4, 6))
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

@@ -172,3 +172,38 @@ def test_model_and_inputs_are_left_as_they_came(shapes_net, shapes_batch, method
         assert all(g is None for g in after[2])
         assert all(torch.equal(p, q) for p, q in zip(before[3], after[3]))
     assert torch.equal(x, kept) and not x.requires_grad
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_same_under_no_grad_and_inference_mode_and_in_float64(mode):
+    model = small_net()
+    x = torch.rand(2, 3, 8, 8)
+    want = A.grad_cam(model, x, [0, 2]), A.guided_grad_cam(model, x, [0, 2])
+    with mode():
+        got = A.grad_cam(model, x, [0, 2]), A.guided_grad_cam(model, x, [0, 2])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    wide = A.grad_cam(model, x.double(), [0, 2])
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide, want[0].double())
+
+
+@pytest.mark.parametrize("reduce", ["sum", "max"])
+def test_a_neuron_before_an_in_place_relu_is_explained_by_its_own_output(reduce):
+    """The Neuron on conv2 (followed by an in-place ReLU): dS/dA of conv1's maps by hand."""
+    model = small_net(inplace=True).double()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64) - 0.5
+    a = model[0](x).requires_grad_(True)
+    conv2 = model[3](model[2](torch.relu(a)))
+    maps = conv2[:, 1].flatten(1)
+    f = maps.sum(1) if reduce == "sum" else maps.amax(1)
+    (g,) = torch.autograd.grad(f.sum(), a)
+    want = (g.mean((2, 3), keepdim=True) * a).sum(1).clamp(min=0).detach()
+    got = A.grad_cam(model, x, Neuron("3", 1, reduce), layer="0", upsample=False)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("flag", ["upsample", "elementwise"])
+def test_flags_must_be_booleans(flag):
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got {flag}='yes'"):
+        A.grad_cam(small_net(), torch.rand(3, 8, 8), **{flag: "yes"})

@@ -321,3 +321,30 @@ def _check_the_pictures(shapes_net, patches_result, shapes_batch):
     assert "/255" in fig.axes[1].get_title()
     fig = plot.fooling_images(fooling.fast_gradient_sign(shapes_net, x[0], int(target[0]), 0.02))
     assert len(fig.axes) == 3
+
+
+def test_a_neuron_before_an_in_place_relu_is_its_layers_own_output():
+    """On a VGG-like net (conv, ReLU(inplace=True)), a channel of the conv is the conv's own sum:
+    its score can go below zero, and it is what a hand computation on the image gives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 16 * 16, 2)
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        model[0].bias.fill_(-5.0)  # every value of the conv negative: the ReLU makes them 0
+    image, scores = feature_visualization(model, Neuron("0", 1, "sum"), steps=3, size=16)
+    with torch.no_grad():
+        by_hand = model[0](image[None])[0, 1].sum()
+    assert scores[-1] < 0
+    torch.testing.assert_close(scores[-1], by_hand, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_same_under_no_grad_and_inference_mode(shapes_net, mode):
+    want = feature_visualization(shapes_net, Neuron("conv2", 3), steps=2)
+    want_class = class_model.visualize(shapes_net, 1, steps=2)
+    with mode():
+        got = feature_visualization(shapes_net, Neuron("conv2", 3), steps=2)
+        got_class = class_model.visualize(shapes_net, 1, steps=2)
+    for g, w in zip((*got, *got_class), (*want, *want_class)):
+        torch.testing.assert_close(g, w)

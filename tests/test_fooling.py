@@ -191,3 +191,60 @@ def test_model_and_images_left_as_they_came(shapes_net, images_and_targets):
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
     assert all(not m._forward_hooks for m in model.modules())
     assert torch.equal(x, kept) and not x.requires_grad
+
+
+def linear_model(in_place_first: bool = False, dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(0)
+    first = [nn.ReLU(inplace=True)] if in_place_first else []
+    return nn.Sequential(*first, nn.Flatten(), nn.Linear(12, 3)).to(dtype).eval()
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_same_under_no_grad_and_inference_mode(mode):
+    model = linear_model()
+    x = torch.rand(2, 3, 2, 2)
+    target = (model(x).argmax(1) + 1) % 3
+    calls = [
+        lambda t: fooling.fooling_image(model, x, t, step_size=0.05, max_steps=5).image,
+        lambda t: fooling.fast_gradient_sign(model, x, t).image,
+        lambda t: fooling.taylor_estimate(model, x, t).gradient,
+    ]
+    for call in calls:
+        want = call(target)
+        with mode():
+            got = call(target.clone())
+        torch.testing.assert_close(got, want)
+
+
+def test_float64_images_for_a_float32_model_and_a_float64_epsilon():
+    model = linear_model()
+    x = torch.rand(2, 3, 2, 2, dtype=torch.float64)
+    target = (model(x.float()).argmax(1) + 1) % 3
+    for call in (
+        lambda y: fooling.fooling_image(model, y, target, step_size=0.05, max_steps=5).image,
+        lambda y: fooling.fast_gradient_sign(model, y, target).image,
+        lambda y: fooling.taylor_estimate(model, y, target).l2,
+    ):
+        torch.testing.assert_close(call(x).float(), call(x.float()))
+    wide = linear_model(dtype=torch.float64)
+    epsilon = 0.1234567890123
+    result = fooling.fast_gradient_sign(wide, x, target, epsilon=epsilon, clamp=False)
+    assert result.change.abs().max().item() == pytest.approx(epsilon, abs=1e-15)
+
+
+def test_a_first_layer_relu_in_place_changes_nothing():
+    plain, in_place = linear_model(), linear_model(in_place_first=True)
+    plain = nn.Sequential(nn.ReLU(), *plain)
+    x = torch.rand(2, 3, 2, 2) - 0.5
+    target = (plain(x).argmax(1) + 1) % 3
+    for call in (
+        lambda m: fooling.fooling_image(m, x, target, step_size=0.05, max_steps=5).image,
+        lambda m: fooling.fast_gradient_sign(m, x, target).image,
+        lambda m: fooling.taylor_estimate(m, x, target).gradient,
+    ):
+        torch.testing.assert_close(call(in_place), call(plain))
+
+
+def test_images_with_the_wrong_number_of_channels_are_refused(shapes_net):
+    with pytest.raises(ValueError, match=r"inputs have 1 channels .*'conv1' \(Conv2d\) takes 3"):
+        fooling.fooling_image(shapes_net, torch.rand(1, 64, 64), 1)

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lecture_lib import incremental
+from lecture_lib import incremental, regions
 from lecture_lib.models import Normalize
 from lecture_lib.perturbation import occlusion, occlusion_plan
 from lecture_lib.targets import Neuron
@@ -156,7 +156,7 @@ def test_each_region_holds_exactly_what_a_window_reaches(net):
             boxes = (torch.tensor(route.rows), torch.tensor(route.cols))
             for k, step in enumerate(route.steps[: route.full_from]):
                 if step.kind == "window":
-                    strides = incremental._pair(step.module.stride)
+                    strides = regions._pair(step.module.stride)
                     boxes = tuple(t.start // s for t, s in zip(step.tiles, strides))
                 top, left = int(boxes[0][i]), int(boxes[1][j])
                 changed = maps[k].nonzero()
@@ -248,7 +248,8 @@ def test_a_neuron_target_and_forward_hooks_fall_back(shapes_net, shapes_batch):
         occlusion(shapes_net, image, window=32, stride=32)
     finally:
         handle.remove()
-    assert len(calls) == 2  # the prediction and one batch of 4 occluded images: the hook saw both
+    # the plan's check of the target, the prediction and one batch of 4 occluded images
+    assert len(calls) == 3
 
 
 @pytest.mark.parametrize(
@@ -267,3 +268,129 @@ def test_bad_arguments_give_the_same_errors(shapes_net, kwargs, message):
     if kwargs:
         with pytest.raises(ValueError, match=message):
             occlusion_plan(shapes_net, torch.rand(3, 64, 64), **kwargs)
+
+
+# --- the layers as the forward runs them, and only computations it knows ----------------------
+
+
+def test_a_module_listed_twice_runs_twice_in_the_plan():
+    relu, conv = nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)
+    model = small_net(
+        nn.Conv2d(3, 4, 3, padding=1), relu, conv, relu, conv, nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.LazyLinear(3),
+    )  # fmt: skip
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    model(x)
+    names = [name for name, _ in incremental.layer_chain(model)]
+    assert names == [str(k) for k in range(7)] + ["7", "8"]
+    route = occlusion_plan(model, x, window=4, stride=2)
+    assert route.incremental and route.full_from == 7
+    fast, full = both(model, x, window=4, stride=2)
+    torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-12)
+
+
+class StdConv2d(nn.Conv2d):
+    """A weight-standardised convolution (as timm's): its own forward."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class DoubledReLU(nn.ReLU):
+    def forward(self, x):
+        return 2 * torch.relu(x)
+
+
+class AveragingPool(nn.MaxPool2d):
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, self.kernel_size)
+
+
+class ShiftedNorm(nn.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) + x.mean((1, 2, 3), keepdim=True)  # each example's own
+
+
+@pytest.mark.parametrize("own", [StdConv2d(3, 4, 3, padding=1), DoubledReLU(), AveragingPool(2),
+                                 ShiftedNorm(3)])  # fmt: skip
+def test_a_subclass_with_its_own_forward_is_computed_as_it_says(own):
+    layers = [own] if isinstance(own, nn.Conv2d) else [nn.Conv2d(3, 3, 3, padding=1), own]
+    channels = 4 if isinstance(own, nn.Conv2d) else 3
+    model = small_net(*layers, nn.ReLU(), nn.Conv2d(channels, 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    model(x)
+    route = occlusion_plan(model, x, window=4, stride=2)
+    where = len(layers) - 1
+    assert route.full_from == where and "overrides forward" in route.reason
+    assert route.reason.startswith(f"{where}: {type(own).__name__}")
+    fast = occlusion(model, x, window=4, stride=2)  # incrementally up to the layer, if at all
+    full = occlusion(model, x, window=4, stride=2, incremental=False)
+    torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_padding_same_and_parametrized_weights_are_recomputed_incrementally():
+    conv = nn.Conv2d(4, 4, 3, padding="same", dilation=2)
+    model = small_net(
+        nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(inplace=True), conv, nn.ReLU(inplace=True),
+        nn.Flatten(), nn.LazyLinear(3),
+    )  # fmt: skip
+    nn.utils.parametrizations.weight_norm(conv)  # the weight is computed, forward is Conv2d's
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    model(x)
+    route = occlusion_plan(model, x, window=4, stride=2)
+    assert route.incremental and route.full_from == 4
+    fast, full = both(model, x, window=4, stride=2)
+    torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-12)
+    even = small_net(nn.Conv2d(3, 4, 2, padding="same"), nn.Flatten(), nn.LazyLinear(3))
+    even(x)
+    assert "padding='same'" in occlusion_plan(even, x, window=4, stride=2).reason
+
+
+class Block(nn.Module):
+    def __init__(self, relu):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(4, 4, 3, padding=1), relu
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) + x
+
+
+def test_a_layer_also_called_inside_another_one_gives_whole_passes():
+    relu = nn.ReLU()
+    model = small_net(
+        nn.Conv2d(3, 4, 3, padding=1), relu, Block(relu), nn.Flatten(), nn.LazyLinear(3)
+    )
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    model(x)
+    route = occlusion_plan(model, x, window=4, stride=2)
+    assert route.full_from == 0 and "does not call its layers one after the other" in route.reason
+    fast, full = occlusion(model, x, window=4, stride=2), occlusion(model, x, window=4, stride=2,
+                                                                    incremental=False)  # fmt: skip
+    torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-12)
+
+
+def test_a_batch_norm_with_batch_statistics_is_refused_naming_it():
+    model = small_net(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(),
+        nn.LazyLinear(3),
+    )  # fmt: skip
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    model(x)
+    for call in (occlusion, occlusion_plan):
+        with pytest.raises(ValueError, match="layer '1' .BatchNorm2d. has no running statistics"):
+            call(model, x, window=4, stride=2)
+
+
+def test_the_plan_checks_its_target_and_a_nan_baseline_is_refused(shapes_net):
+    x = torch.rand(3, 64, 64)
+    with pytest.raises(ValueError, match="target 7 is out of range"):
+        occlusion_plan(shapes_net, x, target=7)
+    with pytest.raises(ValueError, match="no layer named 'conv9'"):
+        occlusion_plan(shapes_net, x, target=Neuron("conv9", 0))
+    with pytest.raises(ValueError, match="baseline contains NaN"):
+        occlusion(shapes_net, x, baseline=float("nan"))
+    with pytest.raises(ValueError, match="inputs have 1 channels.*takes 3"):
+        occlusion(shapes_net, x[:1])

@@ -84,6 +84,8 @@ def test_single_example_neuron_target_and_options(shapes_net, shapes_batch):
         (dict(samples=0), ValueError, "samples must be an int >= 1, got samples=0"),
         (dict(samples=2.5), ValueError, "samples must be an int >= 1"),
         (dict(noise=-0.1), ValueError, "fraction of the input range.*noise=-0.1"),
+        (dict(noise=float("inf")), ValueError, "finite number >= 0.*noise=inf"),
+        (dict(noise=float("nan")), ValueError, "finite number >= 0.*noise=nan"),
         (dict(seed=-1), ValueError, "seed must be an int >= 0"),
         (dict(batch_size=0), ValueError, "batch_size must be an int >= 1"),
         (dict(target=5), ValueError, "target 5 is out of range"),
@@ -113,3 +115,15 @@ def test_model_left_as_it_came(shapes_net, shapes_batch):
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
     assert all(not m._forward_hooks for m in model.modules())
     assert torch.equal(x, kept)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("method", [A.gradient, A.grad_cam])
+def test_the_same_under_no_grad_and_inference_mode(shapes_net, shapes_batch, mode, method):
+    x = shapes_batch[0][:2]
+    want = A.smoothgrad(method, shapes_net, x, samples=3)
+    with mode():
+        got = A.smoothgrad(method, shapes_net, x, samples=3, target=torch.tensor([0, 1]))
+    torch.testing.assert_close(got, A.smoothgrad(method, shapes_net, x, samples=3, target=[0, 1]))
+    with mode():
+        torch.testing.assert_close(A.smoothgrad(method, shapes_net, x, samples=3), want)

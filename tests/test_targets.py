@@ -5,7 +5,15 @@ import torch
 from torch import nn
 
 from lecture_lib import attribution as A
-from lecture_lib.targets import class_indices, explaining, finish, gradients_on, prepare
+from lecture_lib.targets import (
+    Neuron,
+    class_indices,
+    explaining,
+    finish,
+    gradients_on,
+    prepare,
+    score,
+)
 
 
 class FrozenNorm(nn.Module):
@@ -119,3 +127,80 @@ def test_class_indices_checks_what_it_can_without_a_model():
         class_indices([0, 1], 3, "m")
     with pytest.raises(TypeError, match="m: target must hold integer"):
         class_indices([0.5], 3, "m")
+
+
+# --- a Neuron is its layer's own output ----------------------------------------------------------
+
+
+def vgg_like(seed: int = 0) -> nn.Sequential:
+    """conv, in-place ReLU, conv, in-place ReLU, linear: torchvision's VGG in small."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 8 * 8, 3),
+    ).double().eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("reduce", ["sum", "max"])
+def test_a_neuron_before_an_in_place_relu_is_the_layers_own_output(reduce):
+    model = vgg_like()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    conv2 = model[2](torch.relu(model[0](leaf)))  # by hand, no ReLU after it
+    maps = conv2[:, 1].flatten(1)
+    f = maps.sum(1) if reduce == "sum" else maps.amax(1)
+    assert (conv2[:, 1] < 0).any()  # the ReLU would change it
+    (expected,) = torch.autograd.grad(f.sum(), leaf)
+    got = A.gradient(model, x, Neuron("2", 1, reduce))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    got = A.input_x_gradient(model, x, Neuron("2", 1, reduce))
+    torch.testing.assert_close(got, x * expected, rtol=1e-10, atol=1e-12)
+    f_library, _ = score(model, x, Neuron("2", 1, reduce), "score")
+    torch.testing.assert_close(f_library, f.detach())
+
+
+# --- batch-coupled models, channels, in-place first layers ------------------------------------------
+
+
+class KeepsNormTraining(nn.Sequential):
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self[1].train(True)  # its batch norm always uses batch statistics
+        return self
+
+
+def test_a_model_that_uses_batch_statistics_is_refused_and_left_as_it_came():
+    model = KeepsNormTraining(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.rand(2, 3, 6, 6))
+    modes = [m.training for m in model.modules()]
+    with pytest.raises(ValueError, match="layer '1' .BatchNorm2d. stays in train mode"):
+        A.gradient(model, torch.rand(2, 3, 6, 6))
+    assert [m.training for m in model.modules()] == modes
+
+
+def test_inputs_with_the_wrong_number_of_channels_are_refused_naming_the_layer(shapes_net):
+    with pytest.raises(ValueError, match=r"inputs have 1 channels .*'conv1' \(Conv2d\) takes 3"):
+        A.gradient(shapes_net, torch.rand(2, 1, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["gradient", "saliency", "guided_backprop", "deconvnet", "integrated_gradients", "deeplift",
+     "grad_cam", "guided_grad_cam"],
+)  # fmt: skip
+def test_a_first_layer_relu_in_place_changes_nothing(method):
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)]
+    plain = nn.Sequential(nn.ReLU(), *layers).double().eval()
+    in_place = nn.Sequential(nn.ReLU(inplace=True), *layers).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    before = x.clone()
+    want = getattr(A, method)(plain, x, 1)
+    got = getattr(A, method)(in_place, x, 1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert torch.equal(x, before)
+
+
+def test_a_baseline_must_be_finite(shapes_net):
+    with pytest.raises(ValueError, match="baseline contains NaN or infinite"):
+        A.integrated_gradients(shapes_net, torch.rand(3, 64, 64), baseline=float("inf"))
