@@ -118,6 +118,7 @@ def patch_gaussian(data: torch.Tensor, size: int, stride: int = 1) -> PatchGauss
     return PatchGaussian(centred + shift, cov, data.shape[1], size, len(data))
 
 
+@threads.under_policy
 def condition(
     mean: torch.Tensor, cov: torch.Tensor, unknown: torch.Tensor, known_values: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
