@@ -294,3 +294,34 @@ def test_clear_errors(shapes, options, message):
     arguments = {"window": 8, "stride": 4, "data": data, "samples": 2, **options}
     with pytest.raises(ValueError, match=".*" + message.replace("(", r"\(").replace(")", r"\)")):
         prediction_difference(model, images[0], **arguments)
+
+
+def test_explorer_draws_every_sampler(shapes):
+    from lecture_lib.prediction_difference_widgets import GREY, prediction_difference_explorer
+
+    model, images, data = shapes
+    explorer = prediction_difference_explorer(
+        model, images[:1], data, window=16, sampler="marginal", samples=2
+    )
+    first = explorer.shown["map"]
+    for sampler in ("conditional", GREY):
+        explorer.controls["sampler"].value = sampler
+        assert explorer.error is None, explorer.error
+        assert not (explorer.shown["map"] == first).all()
+    assert explorer.updates == 3
+    expected = prediction_difference(
+        model,
+        images[0],
+        explorer.shown["target"],
+        window=16,
+        stride=8,
+        sampler="marginal",
+        data=data,
+        samples=2,
+    )
+    explorer.controls["sampler"].value = "marginal"
+    assert torch.equal(
+        torch.as_tensor(explorer.cache[0, explorer.shown["target"], "marginal", 16, 2]), expected
+    )
+    with pytest.raises(ValueError, match="window must be one of"):
+        prediction_difference_explorer(model, images[:1], data, window=5)
