@@ -53,7 +53,7 @@ def occluded_scores(
     """
     if not plan.possible:
         raise ValueError(f"occluded_scores: nothing can be computed incrementally {plan.reason}.")
-    inputs = _unoccluded_inputs(plan, image)
+    inputs = unoccluded_inputs(plan, image)
     reference = _channels_last(reference)
     windows = torch.arange(len(plan.rows) * len(plan.cols), device=image.device)
     scores = [
@@ -67,39 +67,59 @@ def _occluded_scores(plan, inputs, reference, target, windows, bar) -> torch.Ten
     """``occluded_scores`` for one batch of ``windows``."""
     row, col = windows // len(plan.cols), windows % len(plan.cols)
     indices = plan._indices.setdefault((int(windows[0]), len(windows)), {})
-
-    def tiles(key, source, changed, boxes, tiles):
-        """The tiles a layer reads, with the gather's index computed once per plan."""
-        if key not in indices:
-            box = None if changed is None else changed.shape[-2:]
-            index = _tile_index(source.shape, box, boxes, tiles, row.cpu(), col.cpu())
-            indices[key] = index.to(source.device)
-        return _gather(source, changed, indices[key])
-
     # the occluded input inside each window: the reference's pixels
     window = tuple(Band(torch.tensor(p), plan.window) for p in (plan.rows, plan.cols))
-    changed = tiles("window", reference, None, None, window)
+    changed = _tiles(indices, "window", reference, None, None, window, row, col)
+    x = _logits(plan, inputs, changed, row, col, indices)
+    if bar is not None:
+        bar.update()
+    return x[:, target]
+
+
+def replaced_logits(
+    plan: Plan, inputs: list[torch.Tensor], patches: torch.Tensor, windows: torch.Tensor
+) -> torch.Tensor:
+    """The class scores ``[P, K]`` of the image whose layer inputs are ``inputs``
+    (``unoccluded_inputs``) with window ``windows[p]`` (numbered as in ``occluded_scores``)
+    replaced by ``patches[p]`` ``[C, window, window]``: prediction difference analysis draws
+    different values for every window. Call under ``torch.no_grad()``, model in eval mode."""
+    windows = windows.cpu()
+    row, col = windows // len(plan.cols), windows % len(plan.cols)
+    indices = plan._indices.setdefault(("replaced", *windows.tolist()), {})
+    return _logits(plan, inputs, patches, row, col, indices)
+
+
+def _tiles(indices, key, source, changed, boxes, tiles, row, col):
+    """The tiles a layer reads, with the gather's index computed once per plan."""
+    if key not in indices:
+        box = None if changed is None else changed.shape[-2:]
+        index = _tile_index(source.shape, box, boxes, tiles, row.cpu(), col.cpu())
+        indices[key] = index.to(source.device)
+    return _gather(source, changed, indices[key])
+
+
+def _logits(plan, inputs, changed, row, col, indices) -> torch.Tensor:
+    """The model's output for the windows at ``row``, ``col`` whose input is ``changed``."""
     for index, (step, source) in enumerate(zip(plan.steps[: plan.full_from], inputs)):
         if step.kind == "pointwise":
             changed = step.module(changed)
         else:
-            changed = _window(step, tiles(index, source, changed, step.boxes, step.tiles))
+            tiles = _tiles(indices, index, source, changed, step.boxes, step.tiles, row, col)
+            changed = _window(step, tiles)
     # the occluded input of the first full layer: the unoccluded map with the changed box in it
     source = inputs[-1]
     whole = tuple(
         Band(torch.zeros(len(p), dtype=torch.long), n)
         for p, n in zip((plan.rows, plan.cols), source.shape)
     )
-    x = tiles("full", source, changed, plan.boxes, whole)
+    x = _tiles(indices, "full", source, changed, plan.boxes, whole, row, col)
     for step in plan.steps[plan.full_from :]:
         x = step.module(x)
     if x.ndim != 2:
         raise ValueError(
             f"occlusion: the model must return class scores of shape [N, K], got {tuple(x.shape)}."
         )
-    if bar is not None:
-        bar.update()
-    return x[:, target]
+    return x
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +128,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 2, 0).clone(memory_format=torch.contiguous_format)
 
 
-def _unoccluded_inputs(plan: Plan, image: torch.Tensor) -> list[torch.Tensor]:
+def unoccluded_inputs(plan: Plan, image: torch.Tensor) -> list[torch.Tensor]:
     """The input of every layer up to the first full one, for the unoccluded ``image``, as
     ``[H, W, C]`` maps; a window layer's input padded as the layer pads it."""
     inputs = []

@@ -281,3 +281,6 @@ def single_feature(
             f_perturbed, _ = score(model, perturbed, select(target, examples), method)
             drops[chunk] = f_x[examples] - f_perturbed
     return finish(drops.view(batch.shape), inputs, single)
+
+
+from .prediction_difference import prediction_difference  # noqa: E402, F401  (Zintgraf et al. 2017)

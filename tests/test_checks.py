@@ -2,6 +2,7 @@
 that says where, what was expected and which mistake the answer looks like."""
 
 import copy
+import math
 from functools import partial
 
 import numpy as np
@@ -327,6 +328,53 @@ def test_occlusion_with_the_library_passes():
     checks.check_occlusion(
         lambda m, im, t, w, s, b: perturbation.occlusion(m, im, t, w, s, b), seed=5
     )
+
+
+def loop_prediction_difference(model, image, target, window, stride, data, laplace_n, log=None):
+    """The weight of evidence in float64, one window and one data image at a time."""
+    log = log or math.log2
+    _, height, width = image.shape
+
+    def odds(p):
+        p = p if laplace_n is None else (p * laplace_n + 1) / (laplace_n + 5)
+        return log(p / (1 - p))
+
+    def probability(x):
+        return torch.softmax(model(x[None]).double(), dim=1)[0, target].item()
+
+    total, counts = torch.zeros(height, width), torch.zeros(height, width)
+    with torch.no_grad():
+        whole = odds(probability(image))
+        for top in range(0, height - window + 1, stride):
+            for left in range(0, width - window + 1, stride):
+                p = 0.0
+                for other in data:
+                    x = image.clone()
+                    x[:, top : top + window, left : left + window] = other[
+                        :, top : top + window, left : left + window
+                    ]
+                    p += probability(x) / len(data)
+                total[top : top + window, left : left + window] += whole - odds(p)
+                counts[top : top + window, left : left + window] += 1
+    return total / counts
+
+
+def test_prediction_difference_passes_a_plain_loop_and_names_mistakes(printed):
+    checks.check_prediction_difference(loop_prediction_difference, window=32, stride=16)
+    checks.check_prediction_difference(loop_prediction_difference, window=32, stride=32, seed=3)
+    assert printed().count("✓") == 2
+    with pytest.raises(AssertionError, match="opposite sign"):
+        checks.check_prediction_difference(
+            lambda *args: -loop_prediction_difference(*args), window=32, stride=32
+        )
+    with pytest.raises(AssertionError, match="Laplace correction"):
+        checks.check_prediction_difference(
+            lambda *args: loop_prediction_difference(*args[:-1], None), window=32, stride=32
+        )
+    with pytest.raises(AssertionError, match="natural logarithm"):
+        checks.check_prediction_difference(
+            partial(loop_prediction_difference, log=math.log), window=32, stride=32
+        )
 
 
 # --- activations ----------------------------------------------------------------------------------

@@ -674,3 +674,34 @@ def test_09_names_the_methods_that_miss_the_shortcut():
     peaks = [name for name, _ in ranked]
     # "DeconvNet and guided backprop find it least often among the maps drawn at the pixels"
     assert set(peaks[-3:-1]) == {"DeconvNet", "guided backprop"} and peaks[-1] == "Grad-CAM"
+
+
+def test_02_answer_quotes_the_shares_of_the_samplers_printed_above_it():
+    nb = solution("02")
+    printed = output(nb, "share = evaluate.mask_share(m, masks)")
+    shares = {
+        name.strip(): float(value)
+        for name, value in re.findall(r"([\w ]+): share of the map on the object ([\d.]+)", printed)
+    }
+    assert set(shares) == {"grey occlusion", "marginal", "conditional"}
+    text = item(answer(nb), 4)
+    assert f"the share of its map on the object is {shares['marginal']:.2f}" in text
+    assert f"against {shares['conditional']:.2f}\n   for the conditional sampler" in text
+    assert f"Grey occlusion scores {shares['grey occlusion']:.2f}" in text
+    assert shares["marginal"] < shares["conditional"] < shares["grey occlusion"]
+
+
+def test_11_prose_says_what_the_measures_print():
+    nb = lecture("11")
+    printed = output(nb, 'print("method           pointing game')
+    rows = {line[:15].strip(): numbers(line[15:]) for line in printed.splitlines()[1:]}
+    grey, conditional = rows["grey occlusion"], rows["conditional"]
+    assert conditional[1] > grey[1] and conditional[2] < grey[2]  # mask share, deletion AUC
+    assert "lies more on the object" in markdown(nb, "With only four images the pointing game")
+    cheat = output(nb, 'print("method           points at the mark')
+    cheat_rows = {line[:15].strip(): numbers(line[15:]) for line in cheat.splitlines()[1:]}
+    assert all(values[0] == 1.0 for values in cheat_rows.values())
+    assert max(cheat_rows, key=lambda name: cheat_rows[name][1]) == "conditional"
+    assert "every map's maximum lies within two pixels of the mark" in markdown(
+        nb, "All three find the shortcut"
+    )

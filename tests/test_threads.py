@@ -252,6 +252,7 @@ def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
         fooling,
         perturbation,
         plot,
+        prediction_difference,
         train,
     )
 
@@ -260,6 +261,7 @@ def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
     labels = torch.zeros(len(images), dtype=torch.long)
     small = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
     features = torch.rand(2, 6, generator=torch.Generator().manual_seed(0))
+    gaussian = (torch.zeros(3), torch.eye(3), torch.tensor([True, False, False]), torch.ones(2))
     return {
         "attribution.gradient": lambda: attribution.gradient(net, images),
         "attribution.saliency": lambda: attribution.saliency(net, images),
@@ -276,6 +278,15 @@ def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
         ),
         "perturbation.occlusion": lambda: perturbation.occlusion(net, images, window=16, stride=16),
         "perturbation.single_feature": lambda: perturbation.single_feature(small, features),
+        "perturbation.prediction_difference (marginal)": lambda: perturbation.prediction_difference(
+            net, images, window=16, stride=16, sampler="marginal", data=images, samples=2
+        ),
+        "perturbation.prediction_difference (conditional)": lambda: (
+            perturbation.prediction_difference(
+                net, images, window=16, stride=16, data=images, samples=2
+            )
+        ),
+        "prediction_difference.condition": lambda: prediction_difference.condition(*gaussian),
         "activations.feature_maps": lambda: activations.feature_maps(net, images, ["conv1"]),
         "class_model.visualize": lambda: class_model.visualize(net, [0, 1], steps=2),
         "fooling.fast_gradient_sign": lambda: fooling.fast_gradient_sign(net, images, 1),

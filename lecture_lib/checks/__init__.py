@@ -25,7 +25,7 @@ One module per part of the lecture; every name is used as ``checks.<name>``:
 - ``core``: ``Check``, the record of library calls, the comparison helpers and messages;
 - ``activation_visualization`` (Part 1): feature maps, receptive fields;
 - ``perturbation_and_saturation`` (Part 2): the saturating toy by hand, integrated gradients,
-  occlusion;
+  occlusion, prediction difference analysis;
 - ``saliency`` (Part 2): saliency, input x gradient, a class model ascent step;
 - ``relu_rules`` (Part 2): the DeconvNet and guided backprop rules, four ways;
 - ``evaluation`` (Part 6): pointing game, deletion curve, Spearman rank correlation;
@@ -65,6 +65,7 @@ from .perturbation_and_saturation import (
     SATURATION_HINTS,
     check_integrated_gradients,
     check_occlusion,
+    check_prediction_difference,
     check_saturation_by_hand,
 )
 from .relu_rules import (

@@ -1,9 +1,11 @@
 """Checks of Part 2, perturbation-based approaches and the saturation problem: the toy
-y = 1 - max(0, 1 - i1 - i2) worked by hand, integrated gradients, occlusion."""
+y = 1 - max(0, 1 - i1 - i2) worked by hand, integrated gradients, occlusion, prediction
+difference analysis (marginal)."""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,6 +19,7 @@ from .core import (
     _array,
     _changes,
     _compare,
+    _compare_lazily,
     _pixel,
     _shapes,
     _targets,
@@ -219,4 +222,76 @@ def _judge_occlusion(observed, window: int = 16, stride: int = 8, seed=None) -> 
 
 check_occlusion = Check(
     _run_occlusion, _judge_occlusion, library=["lecture_lib.perturbation.occlusion"]
+)
+
+
+def _prediction_difference_case(window: int, stride: int, seed: int | None):
+    """``(model, image, target, data, laplace_n)``; ``64 - window`` must be a multiple of
+    ``stride``. The data are three other shapes."""
+    if (64 - window) % stride:
+        raise ValueError(
+            "check_prediction_difference: 64 - window must be a multiple of stride, "
+            f"got {window=}, {stride=}."
+        )
+    images, labels = _shapes(seed or 0, 4)
+    target = int(labels[0] if seed is None else _targets(labels, seed)[0])
+    return load_shapes_net(), images[0], target, images[1:], 16000
+
+
+def _run_prediction_difference(
+    fn: Callable, window: int = 16, stride: int = 8, seed: int | None = None
+) -> dict:
+    """``fn(model, image, target, window, stride, data, laplace_n)`` returns the marginal
+    prediction difference map ``[H, W]`` of one image, every image of ``data`` used once;
+    compared with ``perturbation.prediction_difference(..., sampler="marginal",
+    samples=None)``. ``64 - window`` must be a multiple of ``stride``."""
+    model, image, target, data, laplace_n = _prediction_difference_case(window, stride, seed)
+    fresh = load_shapes_net()
+    got = fn(model, image.clone(), target, window, stride, data.clone(), laplace_n)
+    return {"got": observe(got), "changes": _changes(model, fresh, "your prediction difference")}
+
+
+def _judge_prediction_difference(observed, window: int = 16, stride: int = 8, seed=None) -> str:
+    _untouched(observed)
+    model, image, target, data, laplace_n = _prediction_difference_case(window, stride, seed)
+    options = {"window": window, "stride": stride, "sampler": "marginal", "data": data}
+    options |= {"samples": None, "progress": False}
+    expected = perturbation.prediction_difference(model, image, target, **options)
+
+    def mistakes() -> dict:
+        found = {
+            "leaving out the Laplace correction p -> (pN + 1)/(N + K)": (
+                perturbation.prediction_difference(model, image, target, laplace_n=None, **options)
+            ),
+            "the natural logarithm instead of log2 (nats, not bits)": expected * math.log(2),
+            "log odds of the image without the window minus those of the image (the opposite "
+            "sign)": -expected,
+        }
+        if target != 0:
+            found["the map of class 0 (check the target)"] = perturbation.prediction_difference(
+                model, image, 0, **options
+            )
+        return found
+
+    _compare_lazily(
+        observed["got"],
+        expected,
+        f"prediction difference (window {window}, stride {stride})",
+        "A_ij = mean over the windows w that hold (i, j) of WE_w = log2 odds p'(c|x) - log2 odds "
+        "p'(c|x without w), p(c|x without w) the mean of the softmax probability of c over the "
+        "images with w copied from each image of data, odds(p) = p / (1 - p), and "
+        "p' = (pN + 1)/(N + K).",
+        mistakes,
+        _pixel,
+    )
+    return (
+        f"prediction difference map (window {window}, stride {stride}) matches "
+        "perturbation.prediction_difference."
+    )
+
+
+check_prediction_difference = Check(
+    _run_prediction_difference,
+    _judge_prediction_difference,
+    library=("lecture_lib.perturbation.prediction_difference",),
 )
