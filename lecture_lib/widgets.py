@@ -50,9 +50,9 @@ from .picture import (  # DPI and WIDTH: public names of this module too
     Picture,
     changing_parts,
     colorbar,
-    figure as new_figure,
     fit_height,
     image_and_map,
+    new_figure,
     place,
     show_array,
     show_map,
@@ -220,6 +220,7 @@ class Explorer(widgets.VBox):
             finally:
                 self._held = False
         self.update()
+
 
 # --- shared pieces --------------------------------------------------------------------------
 
@@ -455,7 +456,9 @@ def occlusion_explorer(
             return occluded.float().numpy()
         image = batch[i].to(model_device(model))
         with explaining(model), torch.no_grad():
-            f_occluded = incremental.occluded_scores(plan, image, torch.full_like(image, baseline), c)
+            f_occluded = incremental.occluded_scores(
+                plan, image, torch.full_like(image, baseline), c
+            )
         drops = (scores[i, c] - f_occluded.cpu()).view(1, len(plan.rows), len(plan.cols))
         return perturbation.spread_drops(drops, plan, *batch.shape[-2:])[0].float().numpy()
 
