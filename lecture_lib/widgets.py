@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from . import activations, attribution, class_model, incremental, perturbation, plot
+from . import activations, attribution, class_model, incremental, perturbation, plot, threads
 from .data import to_hwc
 from .picture import (  # DPI and WIDTH: public names of this module too
     DPI,  # noqa: F401
@@ -177,8 +177,10 @@ class Explorer(widgets.VBox):
         self.status.value = status
         self.picture.show()
 
+    @threads.under_policy
     def update(self, raise_errors: bool = False) -> None:
-        """Draw the picture for the controls' current values and send it."""
+        """Draw the picture for the controls' current values and send it (computing with the
+        threads that other programs leave free, ``lecture_lib.threads``)."""
         try:
             self.shown = self._draw(self.values())
         except Exception as error:
@@ -269,6 +271,7 @@ def _attribution_label(attribution: np.ndarray) -> str:
 # --- Part 1: feature maps -------------------------------------------------------------------
 
 
+@threads.under_policy
 def feature_map_browser(
     model: nn.Module, images, layers: str | list[str] | None = None, *, ncols: int = 8
 ) -> Explorer:
@@ -332,6 +335,7 @@ def feature_map_browser(
 # --- Part 2: attribution methods ------------------------------------------------------------
 
 
+@threads.under_policy
 def method_explorer(
     model: nn.Module,
     images,
@@ -395,6 +399,7 @@ def method_explorer(
     return explorer
 
 
+@threads.under_policy
 def occlusion_explorer(
     model: nn.Module,
     images,
@@ -486,6 +491,7 @@ def occlusion_explorer(
     return explorer
 
 
+@threads.under_policy
 def class_model_explorer(
     model: nn.Module,
     *,
