@@ -13,12 +13,22 @@ explorer but the class model's, which shows its ascent as it goes (the steps so 
 ``widgets.FIRST_FRAME_S``) and its result when the ascent is done. "cpu ms" is the CPU time
 this process spent until then, the steadier figure on a machine shared with other programs.
 The target is at most 100 ms until a picture answers the control.
+
+The "picture" rows time the drawing alone, on the method explorer's figure: the whole figure
+drawn by matplotlib and encoded by Pillow (what an explorer did before, and what ipympl does
+for each frame it sends), against ``picture.Picture`` (the fixed parts drawn once, the changing
+artists on top, one PNG). ``--compare DIR`` first runs the same table in a
+subprocess with the ``lecture_lib`` found in DIR (an older commit's: ``git archive <commit>
+lecture_lib | tar -x -C DIR``), so that both tables come from the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import subprocess
+import sys
 import time
 
 import matplotlib
@@ -40,9 +50,10 @@ def once(action, explorer: widgets.Explorer | None = None) -> tuple[float, float
     of single-threaded work is the steadier figure)."""
     shown: list[tuple[float, float]] = []
     if explorer is not None:
-        explorer.output.observe(
+        widget, trait = screen(explorer)
+        widget.observe(
             record := lambda change: shown.append((time.perf_counter(), time.process_time())),
-            "outputs",
+            trait,
         )
     start, cpu = time.perf_counter(), time.process_time()
     try:
@@ -50,9 +61,18 @@ def once(action, explorer: widgets.Explorer | None = None) -> tuple[float, float
     finally:
         end = (time.perf_counter(), time.process_time())
         if explorer is not None:
-            explorer.output.unobserve(record, "outputs")
+            widget.unobserve(record, trait)
     first = shown[0] if shown else end
     return (end[0] - start) * 1000, (first[0] - start) * 1000, (first[1] - cpu) * 1000
+
+
+def screen(explorer: widgets.Explorer):
+    """The widget whose change puts a new picture on screen, and its trait: the ``Image`` of
+    this library's explorers, or the ``Output`` of a ``lecture_lib`` that drew into one
+    (``--compare`` with an older checkout)."""
+    if hasattr(explorer, "image"):
+        return explorer.image, "value"
+    return explorer.output, "outputs"
 
 
 def timed(action, repeats: int, explorer: widgets.Explorer | None = None):
@@ -107,7 +127,17 @@ def main() -> None:
     parser.add_argument(
         "--busy", action="store_true", help="with one core kept busy (bench_lectures.py's helper)"
     )
+    parser.add_argument(
+        "--compare", metavar="DIR", help="first the same table with DIR's lecture_lib (a checkout)"
+    )
     args = parser.parse_args()
+    if args.compare:
+        argv = [a for a in sys.argv[1:] if a != "--compare" and a != args.compare]
+        argv = [a for a in argv if not a.startswith("--compare=")]
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.compare)}
+        print(f"--- lecture_lib of {args.compare}:", flush=True)
+        subprocess.run([sys.executable, __file__, *argv], env=env, check=True)
+        print(f"--- lecture_lib of {os.path.dirname(widgets.__file__)}:", flush=True)
     if args.busy:
         from bench_lectures import load  # the benchmarks' folder is on the path of a script
 
@@ -188,6 +218,7 @@ def measure(args) -> None:
     for name, measured in (("50 steps after 100 (kept)", fewer), ("110 steps after 100", more)):
         rows.append((f"class model: {name}", summary(measured)))
 
+    rows.extend(pictures(methods, r))
     print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
     header = f"{'update':52s} {'mean ms':>8s} {'best ms':>8s} {'x base':>7s} {'best x':>7s}"
     print(f"{header} {'first ms':>8s} {'cpu ms':>7s}  first <= {LIMIT_MS:.0f} ms")
@@ -196,6 +227,35 @@ def measure(args) -> None:
         ratios = f"{mean / baseline[0]:7.1f} {best / baseline[1]:7.1f}"
         verdict = "yes" if first <= LIMIT_MS else "no"
         print(f"{name:52s} {mean:8.1f} {best:8.1f} {ratios} {first:8.1f} {cpu:7.1f}  {verdict}")
+
+
+def pictures(explorer: widgets.Explorer, repeats: int) -> list[tuple[str, tuple]]:
+    """The drawing alone: the whole figure drawn and encoded by Pillow, and (where the
+    explorer has one) ``picture.Picture``'s render and PNG."""
+    import numpy as np
+    import PIL.Image
+
+    figure = explorer.figure
+    changing = getattr(getattr(explorer, "picture", None), "changing", [])
+
+    def whole():
+        for artist in changing:
+            artist.set_animated(False)
+        try:
+            figure.canvas.draw()
+            pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3]
+            PIL.Image.fromarray(pixels).save(io.BytesIO(), format="png", compress_level=1)
+        finally:
+            for artist in changing:
+                artist.set_animated(True)
+
+    rows = [("picture: whole figure drawn, Pillow PNG (ipympl)", timed(whole, 2 * repeats))]
+    if changing:
+        explorer.picture.forget_background()
+        explorer.picture.render()  # the background, drawn again after whole()'s draws
+        composed = timed(explorer.picture.show, 2 * repeats)  # render, one PNG, sent
+        rows.append(("picture: changing parts on the background, PNG", composed))
+    return rows
 
 
 if __name__ == "__main__":

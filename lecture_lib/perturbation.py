@@ -216,6 +216,14 @@ def _spread(drops: torch.Tensor, route, height: int, width: int) -> torch.Tensor
     return total / counts
 
 
+def spread_drops(drops: torch.Tensor, plan, height: int, width: int) -> torch.Tensor:
+    """The last step of ``occlusion``: each pixel's mean drop over the windows that cover it,
+    from the drops ``[N, R, S]`` of the windows of ``plan`` (``occlusion_plan``; window at row
+    position r, column position s) to maps ``[N, H, W]``. For callers that compute the drops of
+    many images with one plan (``incremental.occluded_scores``)."""
+    return _spread(drops, plan, height, width)
+
+
 def _covers(starts: torch.Tensor, side: int, window: int) -> torch.Tensor:
     """``[len(starts), side]`` bool: the window starting at ``starts[k]`` covers pixel ``i``."""
     pixels = torch.arange(side, device=starts.device)

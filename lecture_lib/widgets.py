@@ -9,49 +9,55 @@ which is how the tests drive it without a browser::
     explorer.shown["map"]                     # the array now on screen
     explorer.figure                           # the matplotlib Figure behind the picture
 
-Why it is fast: what the model computes is cached (feature maps of every image at once when
-the explorer is built; attributions and occlusion maps the first time they are asked for), and
-an update changes the data of one persistent figure in place and sends it as one PNG. The
-figure is never registered with pyplot, so no figure is left open.
+Why it answers at once (within 100 ms on a 2-core laptop, ``benchmarks/bench_widgets.py``):
 
-``class_model_explorer`` runs a gradient ascent of ``steps`` steps on the first request of a
-setting, which takes longer than a redraw: it shows the ascent as it goes, the first picture
-after a few steps (``benchmarks/bench_widgets.py`` measures both).
+- *compute only what changed*: a new image runs the method on that image only; a result is
+  kept in a small bounded cache (``picture.Cache``), so going back to an image or a method
+  seen before computes nothing; occlusion reuses one incremental plan per window and stride
+  (``lecture_lib.incremental``);
+- *redraw without rebuilding*: an update changes the data, limits and titles of the artists of
+  one persistent figure, and ``picture.Picture`` draws only those on top of the figure's fixed
+  parts, drawn once, and encodes one PNG at the size shown;
+- *coarse first*: integrated gradients first shows a map of ``COARSE_STEPS`` steps, then
+  refines it to ``IG_STEPS`` steps (the title and the line under the picture say
+  "refining…" meanwhile); ``class_model_explorer`` shows its ascent as it goes.
+
+The figures are never registered with pyplot, so no figure is left open.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 
 import ipywidgets as widgets
 import numpy as np
-import PIL.Image
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
-from matplotlib.transforms import Bbox
 from torch import nn
 
-from . import activations, attribution, class_model, perturbation, plot
+from . import activations, attribution, class_model, incremental, perturbation, plot, threads
 from .data import to_hwc
+from .picture import (  # DPI and WIDTH: public names of this module too
+    DPI,  # noqa: F401
+    MARGIN,
+    TITLE_ROOM,
+    WIDTH,
+    Cache,
+    Picture,
+    changing_parts,
+    colorbar,
+    fit_height,
+    image_and_map,
+    new_figure,
+    place,
+    show_array,
+    show_map,
+)
 from .targets import as_batch, explaining, model_device
-
-DPI = 80
-"""Resolution of the pictures the explorers send (pixels per figure inch)."""
-
-WIDTH = 960
-"""Width of the explorers' pictures in pixels: about the width of a JupyterLab output on a laptop
-screen, where a wider picture would be shrunk."""
-
-TITLE_ROOM, MARGIN, SCALE_ROOM = 48, 16, 90
-"""Pixels kept above the panels (two-line titles), around the figure, and right of a colour
-scale (tick labels of up to 6 characters and the scale's label)."""
 
 IG_STEPS = 16
 """Integration steps of integrated gradients in ``method_explorer`` (the library's default is
@@ -70,6 +76,19 @@ METHODS: dict[str, Callable] = {
     "deeplift": attribution.deeplift,
 }
 """The methods of ``method_explorer``: ``f(model, image, target) -> map``."""
+
+COARSE_STEPS = 4
+COARSE: dict[str, Callable] = {
+    f"integrated gradients ({IG_STEPS} steps)": lambda model, x, target: (
+        attribution.integrated_gradients(model, x, target, steps=COARSE_STEPS, progress=False)
+    ),
+}
+"""Methods of ``METHODS`` that take several times one gradient, with a cheaper version of
+each: ``method_explorer`` shows the cheap map at once ("refining…"), then the method's own."""
+
+CACHED_RESULTS = 128
+"""The most results (maps, ascents) an explorer keeps; ``picture.Cache`` also keeps them under
+64 MiB, so ImageNet-sized maps are forgotten sooner."""
 
 MAX_STEPS = 300
 """The most ascent steps ``class_model_explorer`` offers."""
@@ -92,18 +111,23 @@ PREDICTED = -1
 class Explorer(widgets.VBox):
     """Controls above a picture that is redrawn whenever a control changes.
 
-    Built from ``controls`` (name -> widget), the ``figure`` and ``draw(values) -> shown``,
-    which updates the figure's artists in place for the controls' ``values``. ``adjust(values)``
-    runs first and may change other controls (a slider's range) without extra redraws.
+    Built from ``controls`` (name -> widget), the ``figure``, ``draw(values) -> shown``, which
+    updates the figure's artists in place for the controls' ``values`` (``set_data``,
+    ``set_clim``, titles' text), and the artists it changes (``changing``, see
+    ``picture.Picture``). ``adjust(values)`` runs first and may change other controls (a
+    slider's range) without extra redraws.
 
     Attributes:
         controls: the control widgets by name, e.g. ``controls["layer"]``.
-        figure: the matplotlib Figure that ``draw`` updates in place.
-        output: the ``Output`` widget that shows the figure as a PNG.
+        figure: the matplotlib Figure that ``draw`` updates in place (the same for every update).
+        picture: the ``picture.Picture`` that renders it; ``image`` its ``ipywidgets.Image``,
+            whose ``value`` is the PNG on screen (CSS class ``picture.PICTURE_CLASS``).
+        status: a line under the picture: "refining…" while a coarse result is on screen.
+        output: an ``Output`` widget that shows the message of a failed update.
         shown: what is on screen now, as arrays and numbers (``draw``'s return value).
-        cache: results already computed, reused by later updates.
+        cache: results already computed, reused by later updates (bounded: ``picture.Cache``).
         error: the message of the last failed update, shown in place of the picture (None).
-        updates: how many times the picture was drawn.
+        updates: how many times the picture was drawn for new control values.
     """
 
     def __init__(
@@ -112,18 +136,23 @@ class Explorer(widgets.VBox):
         figure: Figure,
         draw: Callable[[dict], dict],
         adjust: Callable[[dict], None] | None = None,
+        changing: Sequence = (),
     ) -> None:
         self.controls = controls
         self.figure = figure
+        self.picture = Picture(figure, changing)
+        self.image = self.picture.widget
+        self.status = widgets.Label(value="")
+        self.status.add_class("lecture-explorer-status")
         self.output = widgets.Output()
         self.shown: dict = {}
-        self.cache: dict = {}
+        self.cache: MutableMapping = {}
         self.error: str | None = None
         self.updates = 0
         self._draw, self._adjust, self._held = draw, adjust, False
-        FigureCanvasAgg(figure)
         bar = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__(children=[bar, self.output])
+        super().__init__(children=[bar, self.image, self.status, self.output])
+        self.add_class("lecture-explorer")
         self.update(raise_errors=True)
         for control in controls.values():
             control.observe(self._changed, names="value")
@@ -134,26 +163,39 @@ class Explorer(widgets.VBox):
         short line of text, instead of the widget's long ``repr``."""
         bundle = super()._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = f"{type(self).__name__} ({', '.join(self.controls)})"
-        if self.error is None and self.output.outputs:
-            bundle["image/png"] = self.output.outputs[0]["data"]["image/png"]
+        if self.error is None and self.image.value:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
         return bundle
 
     def values(self) -> dict:
         """The controls' current values by name."""
         return {name: control.value for name, control in self.controls.items()}
 
+    def show(self, status: str = "") -> None:
+        """Send the figure as its artists are now (a frame of work still going on says so in
+        ``status``)."""
+        self.status.value = status
+        self.picture.show()
+
+    @threads.under_policy
     def update(self, raise_errors: bool = False) -> None:
-        """Draw the picture for the controls' current values and send it to the output."""
+        """Draw the picture for the controls' current values and send it (computing with the
+        threads that other programs leave free, ``lecture_lib.threads``)."""
         try:
             self.shown = self._draw(self.values())
         except Exception as error:
             if raise_errors:
                 raise
             self.error = f"{type(error).__name__}: {error}"
-            self.output.outputs = (_text_output(self.error),)
+            self.output.outputs = (
+                {"output_type": "stream", "name": "stderr", "text": self.error + "\n"},
+            )
+            self.image.layout.display = "none"
+            self.status.value = ""
             return
-        self.error = None
-        self.output.outputs = (_png_output(self.figure),)
+        if self.error is not None:
+            self.error, self.output.outputs, self.image.layout.display = None, (), None
+        self.show()
         self.updates += 1
 
     @contextmanager
@@ -180,21 +222,6 @@ class Explorer(widgets.VBox):
             finally:
                 self._held = False
         self.update()
-
-
-def _png_output(figure: Figure) -> dict:
-    """The figure as one display_data output of an ``Output`` widget: one Agg draw, then a
-    fast PNG encoding (``savefig`` would draw twice when the figure has a layout engine)."""
-    figure.canvas.draw()
-    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3]
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(pixels).save(buffer, format="png", compress_level=1)
-    png = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return {"output_type": "display_data", "data": {"image/png": png}, "metadata": {}}
-
-
-def _text_output(text: str) -> dict:
-    return {"output_type": "stream", "name": "stderr", "text": text + "\n"}
 
 
 # --- shared pieces --------------------------------------------------------------------------
@@ -228,63 +255,11 @@ def _target_dropdown(names: Sequence[str]) -> widgets.Dropdown:
     return widgets.Dropdown(options=options, value=PREDICTED, description="target")
 
 
-def _probabilities(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """The class posteriors P_c of every image ``[N, K]``, from one forward pass."""
+def _scores(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The class scores S_c of every image ``[N, K]`` (their softmax: the posteriors P_c), from
+    one forward pass."""
     with explaining(model), torch.no_grad():
-        return model(batch.to(model_device(model))).softmax(dim=-1).cpu()
-
-
-def _figure(width: int, height: int) -> Figure:
-    """An empty figure of ``width`` x ``height`` pixels whose axes are placed by hand
-    (``_place``): no layout solver runs on a draw, and nothing moves when a title or a tick
-    label gets longer."""
-    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="none")
-
-
-def _place(figure: Figure, left: int, top: int, width: int, height: int, axis_off: bool = True):
-    """New axes at ``left``, ``top`` (pixels from the figure's top left corner), ``width`` x
-    ``height`` pixels; an image drawn in it keeps its aspect and is centred in that box."""
-    figure_width, figure_height = figure.get_size_inches() * DPI
-    rect = (left / figure_width, 1 - (top + height) / figure_height)
-    ax = figure.add_axes((*rect, width / figure_width, height / figure_height))
-    ax.set_title("", y=1.0)  # a fixed title height: no title placement on every draw
-    if axis_off:
-        ax.set_axis_off()
-    return ax
-
-
-def _image_and_map(image: int = 380, box: tuple[int, int] = (380, 380), gap: int = 66):
-    """A figure ``WIDTH`` pixels wide: the image (an ``image`` x ``image`` square) on the left,
-    a map (in a ``box`` = (width, height) box) and its colour scale on the right. Room is kept
-    above the panels for two-line titles and right of the colour scale for its longest tick
-    labels and its label, so nothing is cut off whatever the numbers."""
-    box_width, box_height = box
-    figure = _figure(WIDTH, TITLE_ROOM + box_height + MARGIN)
-    left = _place(figure, MARGIN, TITLE_ROOM + (box_height - image) // 2, image, image)
-    x = MARGIN + image + gap
-    right = _place(figure, x, TITLE_ROOM, box_width, box_height)
-    scale = _place(figure, x + box_width + 12, TITLE_ROOM, 16, box_height, axis_off=False)
-    assert x + box_width + 12 + 16 + SCALE_ROOM <= WIDTH, "the colour scale's labels need room"
-    return figure, left, right, scale
-
-
-def _colorbar(figure: Figure, artist, scale, label: str | None = None):
-    """The colour scale of ``artist`` in the axes ``scale``, with at most 5 ticks (text is most
-    of a draw) and short tick labels: values under 0.01 or from 10000 on share one factor,
-    written above the scale (``1e-3``), so a label has at most 6 characters (``-0.075``)."""
-    bar = figure.colorbar(artist, cax=scale, label=label)
-    bar.locator = MaxNLocator(4)
-    formatter = ScalarFormatter()
-    formatter.set_powerlimits((-3, 4))
-    bar.formatter = formatter
-    return bar
-
-
-def _fit_height(scale, full: Bbox, share: float) -> None:
-    """Shrink the colour scale to ``share`` of its ``full`` height, centred: as tall as a wide
-    map drawn beside it (a map keeps its aspect, so it fills less than its box's height)."""
-    height = full.height * share
-    scale.set_position((full.x0, full.y0 + (full.height - height) / 2, full.width, height))
+        return model(batch.to(model_device(model))).cpu()
 
 
 def _attribution_label(attribution: np.ndarray) -> str:
@@ -293,23 +268,10 @@ def _attribution_label(attribution: np.ndarray) -> str:
     return "attribution, summed over RGB" if attribution.ndim == 3 else "attribution"
 
 
-def _show_array(artist, values: np.ndarray) -> None:
-    """New data for an AxesImage, whatever its shape (the axes limits follow)."""
-    artist.set_data(values)
-    height, width = values.shape[:2]
-    artist.set_extent((-0.5, width - 0.5, height - 0.5, -0.5))
-
-
-def _show_map(artist, style: plot.MapStyle) -> None:
-    """New data, colormap and limits for the map panel (its colorbar follows)."""
-    _show_array(artist, style.values)
-    artist.set_cmap(style.cmap)
-    artist.set_clim(style.vmin, style.vmax)
-
-
 # --- Part 1: feature maps -------------------------------------------------------------------
 
 
+@threads.under_policy
 def feature_map_browser(
     model: nn.Module, images, layers: str | list[str] | None = None, *, ncols: int = 8
 ) -> Explorer:
@@ -338,10 +300,10 @@ def feature_map_browser(
         "view": widgets.ToggleButtons(options=["one channel", "all channels"]),
     }
     # the map's box is the larger: a layer of 64 maps shows each at about 55 x 55 pixels
-    figure, left, right, scale = _image_and_map(image=300, box=(486, 460), gap=40)
+    figure, left, right, scale = image_and_map(image=300, box=(486, 460), gap=40)
     image_artist = plot.draw_image(left, pictures[0])
     map_artist = right.imshow(np.zeros((1, 1)), cmap="viridis", interpolation="nearest")
-    _colorbar(figure, map_artist, scale, "activation")
+    colorbar(figure, map_artist, scale, "activation")
     full_scale = scale.get_position()
 
     def adjust(values: dict) -> None:
@@ -360,12 +322,12 @@ def feature_map_browser(
         else:
             shown = plot.mosaic(layer_maps, ncols)
             right.set_title(f"{layer}: all {len(layer_maps)} channels")
-        _show_array(map_artist, shown)
+        show_array(map_artist, shown)
         map_artist.set_clim(np.nanmin(shown), np.nanmax(shown))
-        _fit_height(scale, full_scale, min(1.0, 486 / 460 * shown.shape[0] / shown.shape[1]))
+        fit_height(scale, full_scale, min(1.0, 486 / 460 * shown.shape[0] / shown.shape[1]))
         return {"image": pictures[i], "map": shown, "layer": layer, "channel": c}
 
-    explorer = Explorer(controls, figure, draw, adjust)
+    explorer = Explorer(controls, figure, draw, adjust, changing_parts(left, right, scale))
     explorer.cache = maps
     return explorer
 
@@ -373,6 +335,7 @@ def feature_map_browser(
 # --- Part 2: attribution methods ------------------------------------------------------------
 
 
+@threads.under_policy
 def method_explorer(
     model: nn.Module,
     images,
@@ -384,10 +347,12 @@ def method_explorer(
     class" or any class) and the method (``METHODS``). The titles give the predicted class,
     its probability P_c, and the explained class with its probability.
 
-    Each (image, class, method) is computed once; ``explorer.cache`` holds the maps.
+    Each (image, class, method) is computed the first time it is shown, for that image alone,
+    and kept (``explorer.cache``, the ``CACHED_RESULTS`` most recent). A method of ``COARSE``
+    shows its cheap version first, titled "refining…", then its own map.
     """
     batch = _batch(images, "method_explorer")
-    probabilities = _probabilities(model, batch)
+    probabilities = _scores(model, batch).softmax(dim=-1)
     names = plot.class_names_for(probabilities.shape[-1], class_names)
     pictures = [to_hwc(image) for image in batch]
     controls = {
@@ -395,35 +360,46 @@ def method_explorer(
         "target": _target_dropdown(names),
         "method": widgets.Dropdown(options=list(METHODS), description="method"),
     }
-    figure, left, right, scale = _image_and_map()
+    figure, left, right, scale = image_and_map()
     image_artist = plot.draw_image(left, pictures[0])
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
-    bar = _colorbar(figure, map_artist, scale)
-    cache: dict = {}
+    bar = colorbar(figure, map_artist, scale)
+    cache = Cache(CACHED_RESULTS)
+    built: dict = {}  # the explorer, once built: a coarse map goes to its picture at once
 
-    def draw(values: dict) -> dict:
-        i, method = values["image"], values["method"]
+    def paint(i: int, c: int, method: str, attribution: np.ndarray, note: str = "") -> dict:
         p = probabilities[i]
         predicted = int(p.argmax())
-        c = predicted if values["target"] == PREDICTED else values["target"]
-        if (i, c, method) not in cache:
-            cache[i, c, method] = METHODS[method](model, batch[i], c).float().numpy()
-        style = plot.map_style(cache[i, c, method], function="method_explorer")
+        style = plot.map_style(attribution, function="method_explorer")
         image_artist.set_data(pictures[i])
         title = f"image {i}: {names[predicted]} (p = {p[predicted]:.2f})"
         if labels is not None:
             title += f"\ntrue: {names[int(labels[i])]}"
         left.set_title(title)
-        right.set_title(f"{method} for {names[c]}\n(p = {p[c]:.2f})")
-        bar.set_label(_attribution_label(cache[i, c, method]))
-        _show_map(map_artist, style)
+        right.set_title(f"{method} for {names[c]}{note}\n(p = {p[c]:.2f})")
+        bar.set_label(_attribution_label(attribution))
+        show_map(map_artist, style)
         return {"image": pictures[i], "map": style.values, "target": c, "method": method}
 
-    explorer = Explorer(controls, figure, draw)
+    def draw(values: dict) -> dict:
+        i, method = values["image"], values["method"]
+        predicted = int(probabilities[i].argmax())
+        c = predicted if values["target"] == PREDICTED else values["target"]
+        if (i, c, method) not in cache:
+            if method in COARSE and "explorer" in built:
+                coarse = COARSE[method](model, batch[i], c).float().numpy()
+                paint(i, c, method, coarse, note=f" ({COARSE_STEPS} steps, refining…)")
+                built["explorer"].show(status=f"refining {method}…")
+            cache[i, c, method] = METHODS[method](model, batch[i], c).float().numpy()
+        return paint(i, c, method, cache[i, c, method])
+
+    explorer = Explorer(controls, figure, draw, changing=changing_parts(left, right, scale))
     explorer.cache = cache
+    built["explorer"] = explorer
     return explorer
 
 
+@threads.under_policy
 def occlusion_explorer(
     model: nn.Module,
     images,
@@ -438,10 +414,10 @@ def occlusion_explorer(
     (at most the window, and at least ``min_stride``: smaller strides mean many more forward
     passes). The dashed square on the image shows the window's size.
 
-    The maps of every image's predicted class at the starting ``window`` and ``stride`` are
-    computed together when the explorer is built, so browsing the images at those settings only
-    draws. Any other (image, class, window, stride) is computed the first time it is shown, and
-    kept: ``explorer.cache`` holds the maps.
+    Each (image, class, window, stride) is computed the first time it is shown, for that image
+    alone, and kept (``explorer.cache``, the ``CACHED_RESULTS`` most recent). The region
+    arithmetic of incremental occlusion (``perturbation.occlusion_plan``) is made once per
+    window and stride and reused for every image and class.
     """
     batch = _batch(images, "occlusion_explorer")
     side = min(batch.shape[-2:])
@@ -450,7 +426,8 @@ def occlusion_explorer(
             f"occlusion_explorer: need 1 <= min_stride <= stride <= window <= {side} (the "
             f"image's side), got min_stride={min_stride}, stride={stride}, window={window}."
         )
-    probabilities = _probabilities(model, batch)
+    scores = _scores(model, batch)
+    probabilities = scores.softmax(dim=-1)
     names = plot.class_names_for(probabilities.shape[-1], class_names)
     pictures = [to_hwc(image) for image in batch]
     controls = {
@@ -463,20 +440,32 @@ def occlusion_explorer(
             value=stride, min=min_stride, max=window, description="stride", continuous_update=False
         ),
     }
-    figure, left, right, scale = _image_and_map()
+    figure, left, right, scale = image_and_map()
     image_artist = plot.draw_image(left, pictures[0])
     square = Rectangle((-0.5, -0.5), window, window, fill=False, color="white", linestyle="--")
     left.add_patch(square)
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
-    _colorbar(figure, map_artist, scale, "mean drop of the score")
-    predicted = probabilities.argmax(dim=1)
-    first = perturbation.occlusion(
-        model, batch, predicted, window=window, stride=stride, baseline=baseline
-    )
-    cache = {
-        (i, int(c), window, stride): m.float().numpy()
-        for i, (c, m) in enumerate(zip(predicted, first))
-    }
+    colorbar(figure, map_artist, scale, "mean drop of the score")
+    cache = Cache(CACHED_RESULTS)
+    plans = Cache(8)  # (window, stride) -> the region arithmetic, with its gather indices
+
+    def occlusion_map(i: int, c: int, w: int, s: int) -> np.ndarray:
+        """The occlusion map of image i for class c: f(x) - f(x without window), spread."""
+        if (w, s) not in plans:
+            plans[w, s] = perturbation.occlusion_plan(model, batch[i], c, window=w, stride=s)
+        plan = plans[w, s]
+        if not plan.incremental:
+            occluded = perturbation.occlusion(
+                model, batch[i], c, window=w, stride=s, baseline=baseline, progress=False
+            )
+            return occluded.float().numpy()
+        image = batch[i].to(model_device(model))
+        with explaining(model), torch.no_grad():
+            f_occluded = incremental.occluded_scores(
+                plan, image, torch.full_like(image, baseline), c
+            )
+        drops = (scores[i, c] - f_occluded.cpu()).view(1, len(plan.rows), len(plan.cols))
+        return perturbation.spread_drops(drops, plan, *batch.shape[-2:])[0].float().numpy()
 
     def adjust(values: dict) -> None:
         controls["stride"].max = values["window"]  # occlusion needs stride <= window
@@ -486,24 +475,23 @@ def occlusion_explorer(
         p = probabilities[i]
         c = int(p.argmax()) if values["target"] == PREDICTED else values["target"]
         if (i, c, w, s) not in cache:
-            occluded = perturbation.occlusion(
-                model, batch[i], c, window=w, stride=s, baseline=baseline, progress=False
-            )
-            cache[i, c, w, s] = occluded.float().numpy()
+            cache[i, c, w, s] = occlusion_map(i, c, w, s)
         style = plot.map_style(cache[i, c, w, s], signed=True, function="occlusion_explorer")
         image_artist.set_data(pictures[i])
         square.set_width(w)
         square.set_height(w)
         left.set_title(f"image {i}: {names[int(p.argmax())]} (p = {p.max():.2f})")
         right.set_title(f"occlusion {w} x {w}, stride {s}\nscore of {names[c]}")
-        _show_map(map_artist, style)
+        show_map(map_artist, style)
         return {"image": pictures[i], "map": style.values, "target": c, "window": w, "stride": s}
 
-    explorer = Explorer(controls, figure, draw, adjust)
+    changing = changing_parts(left, right, scale) + [square]
+    explorer = Explorer(controls, figure, draw, adjust, changing)
     explorer.cache = cache
     return explorer
 
 
+@threads.under_policy
 def class_model_explorer(
     model: nn.Module,
     *,
@@ -569,17 +557,17 @@ def class_model_explorer(
             options=list(class_model.OBJECTIVES), value=objective, description="objective"
         ),
     }
-    figure = _figure(WIDTH, TITLE_ROOM + 380 + MARGIN)
-    left = _place(figure, MARGIN, TITLE_ROOM, 380, 380)
+    figure = new_figure(WIDTH, TITLE_ROOM + 380 + MARGIN)
+    left = place(figure, MARGIN, TITLE_ROOM, 380, 380)
     x = MARGIN + 380 + 90  # room left of the curve for the score's tick labels and name
-    right = _place(figure, x, TITLE_ROOM, WIDTH - x - 2 * MARGIN, 380 - 40, axis_off=False)
+    right = place(figure, x, TITLE_ROOM, WIDTH - x - 2 * MARGIN, 380 - 40, axis_off=False)
     image_artist = plot.draw_image(left, np.full((size, size, 3), 0.5))
     (curve,) = right.plot([], [])
     right.set_xlabel("step")
     right.set_ylabel(r"class score $S_c(I)$")
     right.grid(alpha=0.3)
-    cache: dict[tuple, _Ascent] = {}
-    shown: dict = {}  # the explorer, once built: frames of a running ascent go to its output
+    cache = Cache(CACHED_RESULTS, size=lambda ascent: ascent.nbytes)
+    shown: dict = {}  # the explorer, once built: frames of a running ascent go to its picture
 
     def show(image: torch.Tensor, scores: torch.Tensor, title: str, score_title: str) -> None:
         image_artist.set_data(to_hwc(image))
@@ -590,16 +578,10 @@ def class_model_explorer(
         right.set_title(score_title)
 
     def frame(c: int, lam: float, n: int, step: int, image, scores) -> None:
-        """An unfinished ascent on screen, at once (in the last layout: a layout costs more
-        than the rest of the drawing)."""
+        """An unfinished ascent on screen, at once."""
         title = f"class model of {names[c]}\nλ = {lam:.0e}, step {step} of {n}…"
         show(image, scores, title, f"score after {step} steps: {scores[-1]:.2f}")
-        layout = figure.get_layout_engine()
-        figure.set_layout_engine("none")
-        try:
-            shown["explorer"].output.outputs = (_png_output(figure),)
-        finally:
-            figure.set_layout_engine(layout)
+        shown["explorer"].show(status=f"ascent: step {step} of {n}…")
 
     def run(c: int, lam: float, n: int, objective: str, done: _Ascent | None) -> _Ascent:
         """The ascent of ``n`` steps, its snapshots kept; frames while it runs."""
@@ -631,12 +613,13 @@ def class_model_explorer(
             cache[key] = run(c, lam, n, objective, cache.get(key))
         ascent = cache[key]
         image, scores = ascent.images[n], ascent.scores[:n]
-        p = ascent.probability(n, lambda: float(_probabilities(model, image[None])[0, c]))
+        p = ascent.probability(n, lambda: float(_scores(model, image[None]).softmax(dim=-1)[0, c]))
         show(image, scores, f"class model of {names[c]}\nλ = {lam:.0e}, p = {p:.2f}",
              f"score after {n} steps: {scores[-1]:.2f}")  # fmt: skip
         return {"image": to_hwc(image), "scores": scores.numpy(), "probability": p}
 
-    explorer = Explorer(controls, figure, draw)
+    changing = [image_artist, left.title, right]  # the curve's axes: its ticks follow the scores
+    explorer = Explorer(controls, figure, draw, changing=changing)
     explorer.cache = cache
     shown["explorer"] = explorer
     return explorer
@@ -658,6 +641,12 @@ class _Ascent:
             self.images[step] = image.detach().cpu().clone()
         if len(scores) > len(self.scores):
             self.scores = scores.clone()
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its images and scores take."""
+        tensors = [*self.images.values(), self.scores]
+        return sum(t.element_size() * t.nelement() for t in tensors)
 
     def longest_up_to(self, steps: int) -> int:
         """The most steps kept that are at most ``steps`` (0 if none)."""

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import base64  # noqa: E402
 import copy  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -14,8 +15,17 @@ import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from lecture_lib import attribution, class_model, widget_state, widgets  # noqa: E402
+from lecture_lib import (  # noqa: E402
+    attribution,
+    class_model,
+    incremental,
+    perturbation,
+    picture,
+    widget_state,
+    widgets,
+)
 from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
 from lecture_lib.perturbation import occlusion  # noqa: E402
 
@@ -35,9 +45,9 @@ def _no_figure_left_open():
 
 
 def png(explorer) -> str:
-    """The picture the explorer's output shows now (base64 PNG)."""
-    (output,) = explorer.output.outputs
-    return output["data"]["image/png"]
+    """The picture the explorer shows now (base64 PNG)."""
+    assert explorer.image.layout.display != "none" and explorer.output.outputs == ()
+    return base64.b64encode(explorer.image.value).decode("ascii")
 
 
 @contextmanager
@@ -264,20 +274,35 @@ def test_occlusion_explorer_window_and_stride(shapes_net, images):
     assert picture_changed and stride.min == 4
     with count_forward_passes(shapes_net) as calls:
         stride.value = 6  # seen before: from the cache
-    assert calls == [] and len(explorer.cache) == 4  # 2 images at the start, (6, 6), (6, 4)
+    assert calls == [] and len(explorer.cache) == 3  # the image at the start, (6, 6), (6, 4)
 
 
-def test_occlusion_maps_of_the_starting_settings_are_computed_when_built(shapes_net, images):
+def test_a_new_image_is_occluded_alone_with_one_plan_per_window(shapes_net, images, monkeypatch):
     x, _ = images
+    occluded, plans = [], []
+    real_scores, real_plan = incremental.occluded_scores, perturbation.occlusion_plan
+
+    def counting_scores(plan, image, *args, **kwargs):
+        occluded.append(image.shape)
+        return real_scores(plan, image, *args, **kwargs)
+
+    def counting_plans(*args, **kwargs):
+        plans.append(kwargs["window"])
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(incremental, "occluded_scores", counting_scores)
+    monkeypatch.setattr(perturbation, "occlusion_plan", counting_plans)
     explorer = widgets.occlusion_explorer(shapes_net, x, window=16, stride=8)
-    assert len(explorer.cache) == 4
+    assert len(explorer.cache) == 1 and occluded == [x[0].shape] and plans == [16]
+    for i in (1, 2, 3):
+        explorer.controls["image"].value = i
+        c = explorer.shown["target"]
+        expected = occlusion(shapes_net, x[i], c, window=16, stride=8, incremental=False)
+        np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+    assert len(occluded) == 4 and plans == [16]  # one image each time, the same plan
     with count_forward_passes(shapes_net) as calls:
-        for i in (1, 2, 3, 0):
-            explorer.controls["image"].value = i
-    assert calls == [] and explorer.updates == 5
-    c = explorer.shown["target"]
-    expected = occlusion(shapes_net, x[0], c, window=16, stride=8)
-    np.testing.assert_allclose(explorer.shown["map"], expected.numpy(), atol=1e-5)
+        explorer.controls["image"].value = 0  # seen before: from the cache
+    assert calls == [] and len(occluded) == 4 and explorer.updates == 5
 
 
 def test_occlusion_explorer_hold_changes_several_controls_with_one_redraw(shapes_net, images):
@@ -288,7 +313,7 @@ def test_occlusion_explorer_hold_changes_several_controls_with_one_redraw(shapes
         explorer.controls["window"].value = 8
     assert explorer.updates == updates + 1
     assert explorer.controls["stride"].max == 8 and explorer.shown["stride"] == 8
-    assert explorer.shown["window"] == 8 and len(explorer.cache) == 3
+    assert explorer.shown["window"] == 8 and len(explorer.cache) == 2
 
 
 def test_occlusion_explorer_bad_settings(shapes_net, images):
@@ -350,8 +375,8 @@ def test_a_new_class_model_is_shown_as_the_ascent_goes(shapes_net, monkeypatch):
     monkeypatch.setattr(class_model, "visualize", counting)
     explorer = widgets.class_model_explorer(shapes_net, steps=10)
     titles = []
-    explorer.output.observe(
-        lambda change: titles.append(explorer.figure.axes[0].get_title()), names="outputs"
+    explorer.image.observe(
+        lambda change: titles.append(explorer.figure.axes[0].get_title()), names="value"
     )
     explorer.controls["target"].value = 2
     assert titles[0] == f"class model of {CLASSES[2]}\nλ = 1e-03, step 1 of 10…"
@@ -405,7 +430,6 @@ def parts_cut_off(figure) -> list[str]:
 
 def picture_size(explorer) -> tuple[int, int]:
     """Width and height in pixels of the PNG the explorer shows."""
-    import base64
     import io
 
     import PIL.Image
@@ -480,6 +504,127 @@ def test_pictures_fill_an_output_and_a_whole_layer_is_readable(shapes_net, image
     assert wide.width / 8 >= 55
     short_scale = features.figure.axes[2].get_window_extent().frozen()  # as tall as the mosaic
     assert abs(short_scale.height - wide.height) < 2 and short_scale.height < scale.height / 2
+
+
+# --- how the picture is redrawn ---------------------------------------------------------------
+
+
+def full_draw(explorer) -> np.ndarray:
+    """The figure drawn the ordinary way, every artist by matplotlib (RGB)."""
+    for artist in explorer.picture.changing:
+        artist.set_animated(False)
+    try:
+        explorer.figure.canvas.draw()
+        return np.array(explorer.figure.canvas.buffer_rgba())[..., :3].astype(int)
+    finally:
+        for artist in explorer.picture.changing:
+            artist.set_animated(True)
+        explorer.picture.forget_background()
+
+
+def shown_pixels(explorer) -> np.ndarray:
+    import io
+
+    import PIL.Image
+
+    return np.asarray(PIL.Image.open(io.BytesIO(explorer.image.value)))[..., :3].astype(int)
+
+
+def test_the_picture_is_the_figure_as_matplotlib_draws_it(shapes_net, images):
+    x, labels = images
+    explorers = [
+        widgets.method_explorer(shapes_net, x[:2], labels[:2]),
+        widgets.occlusion_explorer(shapes_net, x[:1], window=32, stride=32),
+        widgets.class_model_explorer(shapes_net, steps=10),
+    ]
+    features = widgets.feature_map_browser(shapes_net, x[:2])
+    features.controls["view"].value = "all channels"  # a wide mosaic: the axes shrink
+    for explorer in [*explorers, features]:
+        reference, shown = full_draw(explorer), shown_pixels(explorer)
+        assert shown.shape == reference.shape
+        differ = np.abs(shown - reference).max(axis=-1) > 40
+        assert differ.mean() < 0.005, differ.mean()  # only where a pixel edge rounds otherwise
+
+
+def test_an_update_redraws_the_same_figure_without_a_full_draw(shapes_net, images, monkeypatch):
+    x, labels = images
+    explorer = widgets.method_explorer(shapes_net, x, labels)
+    figure, artists = explorer.figure, list(explorer.figure.axes[1].images)
+    made = []
+    real_init = Figure.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "__init__", counting)
+    full_draws = explorer.picture.backgrounds
+    for i, method in ((1, "saliency"), (2, "deeplift"), (0, "gradient")):
+        with explorer.hold():
+            explorer.controls["image"].value = i
+            explorer.controls["method"].value = method
+        assert explorer.error is None, explorer.error
+    assert made == [] and explorer.figure is figure and explorer.updates == 4
+    assert list(explorer.figure.axes[1].images) == artists  # the same artist, new data and limits
+    assert explorer.picture.backgrounds == full_draws == 1
+    np.testing.assert_array_equal(artists[0].get_array(), explorer.shown["map"])
+
+
+def test_the_cache_is_bounded():
+    cache = picture.Cache(max_items=3, max_bytes=8500)
+    for k in range(5):
+        cache[k] = np.zeros(100, np.float32)  # 400 bytes each
+    assert list(cache) == [2, 3, 4] and cache.nbytes == 1200
+    cache[2]  # read: now the most recent
+    cache[5] = np.zeros(100, np.float32)
+    assert list(cache) == [4, 2, 5]
+    cache["big"] = np.zeros(2000, np.float32)  # 8000 bytes: the older ones make room
+    assert list(cache) == [5, "big"] and cache.nbytes == 8400
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_an_explorer_keeps_a_bounded_number_of_maps(shapes_net, images, monkeypatch):
+    monkeypatch.setattr(widgets, "CACHED_RESULTS", 3)
+    explorer = widgets.method_explorer(shapes_net, images[0])
+    for i in (1, 2, 3, 0):
+        explorer.controls["image"].value = i
+    assert len(explorer.cache) == 3 and (0, explorer.shown["target"], "gradient") in explorer.cache
+
+
+def test_integrated_gradients_show_a_coarse_map_then_the_exact_one(shapes_net, images):
+    x, _ = images
+    explorer = widgets.method_explorer(shapes_net, x[:1])
+    frames = []
+    explorer.image.observe(
+        lambda change: frames.append(
+            (explorer.figure.axes[1].get_title(), explorer.status.value, explorer.shown)
+        ),
+        names="value",
+    )
+    method = f"integrated gradients ({widgets.IG_STEPS} steps)"
+    explorer.controls["method"].value = method
+    (coarse_title, coarse_status, _), (title, status, _) = frames
+    assert f"({widgets.COARSE_STEPS} steps, refining…)" in coarse_title
+    assert coarse_status == f"refining {method}…" and explorer.status.value == status == ""
+    assert "refining" not in title and explorer.updates == 2
+    c = explorer.shown["target"]
+    exact = attribution.integrated_gradients(shapes_net, x[0], c, steps=widgets.IG_STEPS)
+    np.testing.assert_allclose(explorer.shown["map"], exact.sum(0).numpy(), atol=1e-6)
+    frames.clear()
+    explorer.controls["method"].value = "gradient"
+    explorer.controls["method"].value = method  # cached: the exact map at once
+    assert len(frames) == 2 and "refining" not in frames[-1][0]
+
+
+def test_encode_png_is_lossless():
+    import io
+
+    import PIL.Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 11, 4), dtype=np.uint8)
+    decoded = np.asarray(PIL.Image.open(io.BytesIO(picture.encode_png(pixels))))
+    np.testing.assert_array_equal(decoded, pixels)
 
 
 # --- how an explorer shows where no live widget can -----------------------------------------
