@@ -10,18 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import perturbation, plot
+from . import perturbation, plot, threads
 from .data import to_hwc
+from .picture import Cache, changing_parts, colorbar, image_and_map, show_map
 from .prediction_difference import SAMPLERS, patch_gaussian, prediction_difference
 from .widgets import (
+    CACHED_RESULTS,
     PREDICTED,
     Explorer,
     _batch,
-    _colorbar,
-    _image_and_map,
     _image_slider,
-    _probabilities,
-    _show_map,
+    _scores,
     _target_dropdown,
 )
 
@@ -31,6 +30,7 @@ WINDOWS = (4, 8, 16)
 GREY = "grey occlusion"
 
 
+@threads.under_policy
 def prediction_difference_explorer(
     model: nn.Module,
     images,
@@ -48,7 +48,7 @@ def prediction_difference_explorer(
 
     ``data`` are the images the window's values are drawn from; the Gaussian of the conditional
     sampler is fitted on them once per window size. Maps are computed when first shown and kept
-    in ``explorer.cache``.
+    in ``explorer.cache`` (bounded, as every explorer's).
     """
     function = "prediction_difference_explorer"
     batch = _batch(images, function)
@@ -59,7 +59,7 @@ def prediction_difference_explorer(
             f"{function}: sampler must be 'marginal', 'conditional' or {GREY!r}, "
             f"got sampler={sampler!r}."
         )
-    probabilities = _probabilities(model, batch)
+    probabilities = _scores(model, batch).softmax(dim=-1)
     names = plot.class_names_for(probabilities.shape[-1], class_names)
     pictures = [to_hwc(image) for image in batch]
     controls = {
@@ -75,12 +75,12 @@ def prediction_difference_explorer(
             value=samples, min=1, max=16, description="samples", continuous_update=False
         ),
     }
-    figure, left, right, scale = _image_and_map()
+    figure, left, right, scale = image_and_map()
     image_artist = plot.draw_image(left, pictures[0])
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
-    _colorbar(figure, map_artist, scale, "bits for the class (occlusion: drop of the score)")
+    colorbar(figure, map_artist, scale, "bits for the class (occlusion: drop of the score)")
     gaussians: dict[int, object] = {}
-    cache: dict = {}
+    cache = Cache(CACHED_RESULTS)
 
     def compute(i: int, c: int, kind: str, w: int, n: int) -> np.ndarray:
         stride = max(1, w // 2)
@@ -110,9 +110,9 @@ def prediction_difference_explorer(
         left.set_title(f"image {i}: {names[int(p.argmax())]} (p = {p.max():.2f})")
         detail = "" if kind == GREY else f", {n} samples"
         right.set_title(f"{kind}, window {w}, stride {max(1, w // 2)}{detail}\nfor {names[c]}")
-        _show_map(map_artist, style)
+        show_map(map_artist, style)
         return {"image": pictures[i], "map": style.values, "target": c, "key": key}
 
-    explorer = Explorer(controls, figure, draw)
+    explorer = Explorer(controls, figure, draw, changing=changing_parts(left, right, scale))
     explorer.cache = cache
     return explorer
