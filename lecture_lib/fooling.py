@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
-from .targets import Neuron, as_batch, explaining, model_device, target_indices
+from . import precision, threads
+from .targets import Neuron, as_batch, explaining, model_device, model_dtype, target_indices
 
 GREY_LEVEL = 1 / 255
 """One step of an 8-bit image: the unit in which ``fast_gradient_sign`` searches its epsilon."""
@@ -174,8 +174,10 @@ def _check_number(value, name: str, method: str) -> None:
 
 
 def _result(model, batch, image, steps, source, target, single, method) -> Fooling:
+    """The ``Fooling``; ``image`` is in the images' dtype, read back in the model's (float64
+    inside ``precision.float64``)."""
     with torch.no_grad():
-        predicted = model(image).argmax(dim=1)
+        predicted = model(image.to(model_dtype(model, image.dtype))).argmax(dim=1)
 
     def out(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().cpu()
@@ -235,10 +237,11 @@ def fooling_image(
         raise ValueError(f"{method}: max_steps must be an int >= 1, got max_steps={max_steps!r}.")
     batch, single = _images(model, inputs, method)
     allowed = _pixel_mask(pixels, batch, method)
-    image = batch.clone()
     steps = torch.zeros(len(batch), dtype=torch.long, device=batch.device)
-    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
-        source, target = _classes(model, batch, target, method)
+    # one thread on a busy machine (lecture_lib.threads); the steps in float64 (precision)
+    with explaining(model), precision.float64(model) as exact:
+        image = batch.to(exact)
+        source, target = _classes(model, image, target, method)
         show = progress if progress is not None else max_steps > 200
         for _ in tqdm(range(max_steps), desc=method, disable=not show, leave=False):
             x = image.clone().requires_grad_(True)
@@ -254,6 +257,7 @@ def fooling_image(
             if clamp:
                 image = image.clamp(0, 1)
             steps += active.long()
+        image = image.to(batch.dtype)
         return _result(model, batch, image, steps, source, target, single, method)
 
 
@@ -289,14 +293,16 @@ def fast_gradient_sign(
     _check_number(max_epsilon, "max_epsilon", method)
     batch, single = _images(model, inputs, method)
     allowed = _pixel_mask(pixels, batch, method)
-    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
-        source, target = _classes(model, batch, target, method)
-        direction = _margin_gradient(model, batch, source, target).sign() * allowed
+    # one thread on a busy machine (lecture_lib.threads); g in float64 (lecture_lib.precision)
+    with explaining(model), precision.float64(model) as exact:
+        start = batch.to(exact)
+        source, target = _classes(model, start, target, method)
+        direction = _margin_gradient(model, start, source, target).sign() * allowed
         if epsilon is None:
-            epsilon = _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp)
+            epsilon = _smallest_epsilon(model, start, direction, target, max_epsilon, clamp)
         else:
             epsilon = torch.full((len(batch),), float(epsilon), device=batch.device)
-        image = batch + epsilon.view(-1, 1, 1, 1) * direction
+        image = batch + epsilon.view(-1, 1, 1, 1) * direction.to(batch.dtype)
         if clamp:
             image = image.clamp(0, 1)
         steps = torch.ones(len(batch), dtype=torch.long)
@@ -344,18 +350,19 @@ def taylor_estimate(model: nn.Module, inputs: torch.Tensor, target) -> TaylorEst
     """
     method = "taylor_estimate"
     batch, single = _images(model, inputs, method)
-    with explaining(model):
-        source, target = _classes(model, batch, target, method)
-        g = _margin_gradient(model, batch, source, target)
+    with explaining(model), precision.float64(model) as exact:  # lecture_lib.precision
+        start = batch.to(exact)
+        source, target = _classes(model, start, target, method)
+        g = _margin_gradient(model, start, source, target)
         with torch.no_grad():
-            logits = model(batch)
+            logits = model(start)
     margin = (logits.gather(1, target[:, None]) - logits.gather(1, source[:, None]))[:, 0]
     flat = g.flatten(1)
     l2 = margin.abs() / flat.norm(dim=1)
     linf = margin.abs() / flat.abs().sum(dim=1)
 
     def out(t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().cpu()
+        t = t.detach().to("cpu", batch.dtype)
         return t[0] if single else t
 
     return TaylorEstimate(out(margin), out(g), out(l2), out(linf))
