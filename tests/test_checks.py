@@ -526,7 +526,7 @@ def test_spearman_passes_average_ranks_and_names_mistakes(printed):
     assert printed().count("✓") == 2
     with pytest.raises(AssertionError, match="Pearson correlation of the values themselves"):
         checks.check_spearman(lambda a, b: pearson(a.flatten().double(), b.flatten().double()))
-    with pytest.raises(AssertionError, match="argsort taken as the ranks"):
+    with pytest.raises(AssertionError, match="ranks taken from argsort, which gives the order"):
         checks.check_spearman(
             lambda a, b: pearson(a.flatten().argsort().double(), b.flatten().argsort().double())
         )
