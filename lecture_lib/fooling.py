@@ -1,4 +1,10 @@
-r"""Fooling images: the smallest change that makes the network call an image another class.
+r"""Adversarial examples: the smallest change that makes the network call an image another class.
+
+Szegedy et al. (2014) and Goodfellow et al. (2015) call such changed images *adversarial
+examples*; Stanford's CS231n calls them fooling images, the name of the functions here. In
+Nguyen et al. (2015) a *fooling image* is something else: an image that shows nothing
+recognisable and is still classified with high confidence, as the class models of
+``class_model.visualize`` are.
 
 The lecture's Taylor expansion says how. Near an image :math:`I_0` every class score is almost
 linear, :math:`S_k(I_0 + \delta) \approx S_k(I_0) + w_k^T \delta` with
@@ -12,8 +18,8 @@ The smallest change that does it, for this linear model, lies along g:
 - measured by its length :math:`\|\delta\|_2`: :math:`\delta = -m_0\, g / \|g\|_2^2`, of length
   :math:`|m_0| / \|g\|_2`;
 - measured by its largest pixel change :math:`\|\delta\|_\infty`: :math:`\delta = \varepsilon\,
-  \operatorname{sign}(g)` with :math:`\varepsilon = |m_0| / \|g\|_1` (the fast gradient sign step
-  of Goodfellow et al. 2015).
+  \operatorname{sign}(g)` with :math:`\varepsilon = |m_0| / \|g\|_1` (a signed step like the fast
+  gradient sign method of Goodfellow et al. 2015).
 
 Both put the change where :math:`|g|` is large: the pixels with the largest gradient are where
 the least change flips the class, whether or not the object is there (``taylor_estimate``).
@@ -272,7 +278,9 @@ def fast_gradient_sign(
     pixels=None,
     clamp: bool = True,
 ) -> Fooling:
-    r"""One signed gradient step (Goodfellow et al. 2015), towards class t:
+    r"""One signed gradient step towards class t, a targeted variant of the fast gradient sign
+    method (Goodfellow et al. 2015, who step along the sign of the training loss's gradient with
+    a fixed epsilon):
 
     .. math:: I = I_0 + \varepsilon\, \operatorname{sign}(g), \qquad
               g = \frac{\partial (S_t - S_c)}{\partial I}\Big|_{I_0}
