@@ -16,12 +16,13 @@ method                   what it returns
 ``deeplift``             multipliers :math:`\Delta y / \Delta x` backpropagated, times :math:`x - x'`
 ``grad_cam``             :math:`\mathrm{ReLU}(\sum_k \alpha_k A^k)`, :math:`\alpha_k` the spatial mean
                          of :math:`\partial S_c / \partial A^k`, upsampled to ``[N, H, W]``
+``hires_cam``            :math:`\mathrm{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)`
 ``guided_grad_cam``      guided backprop times the upsampled Grad-CAM
 ``smoothgrad``           :math:`\frac1n \sum_k \mathrm{method}(x + \epsilon_k)`, around any method
 =======================  ====================================================================
 
-The last two share *summation to delta* (completeness): their attributions add up to
-:math:`f(x) - f(x')`. Pass ``return_gap=True`` to get that sum minus the difference as well.
+``integrated_gradients`` and ``deeplift`` share *summation to delta* (completeness): their
+attributions add up to :math:`f(x) - f(x')`. Pass ``return_gap=True`` to get that sum minus the difference as well.
 
 Every method also works inside ``torch.no_grad()`` or ``torch.inference_mode()``; inputs of
 another floating dtype than the model (float64 for a float32 model) are converted, and the
@@ -310,25 +311,28 @@ def grad_cam(
     .. math:: \alpha^c_k = \frac{1}{Z} \sum_{i,j} \frac{\partial S_c}{\partial A^k_{ij}},
               \qquad L^c_{\text{Grad-CAM}} = \operatorname{ReLU}\Big(\sum_k \alpha^c_k A^k\Big)
 
-    The map has the layer's resolution (8 x 8 for ShapesNet's ``conv4``) and is upsampled
+    The map has the layer's resolution (8 x 8 for ShapesNet's ``relu4``) and is upsampled
     bilinearly to the input size (``upsample=False`` keeps it as it is, ``[N, h, w]``). Unlike
     the maps of the gradient family it changes with the class: the weights :math:`\alpha^c_k`
     ask which channels speak *for class c*.
 
-    Averaging the gradient over positions is exact when the network averages its last maps
-    over positions (global average pooling, the CAM networks of Zhou et al. 2016). A head that
-    flattens the maps into a linear layer, as ShapesNet's does, weighs each position on its own;
-    ``elementwise=True`` then keeps the gradient at each position,
-    :math:`\operatorname{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)` (HiResCAM,
-    Draelos & Carin 2020).
+    Grad-CAM generalises CAM (Zhou et al. 2016), which needs a head that averages the last maps
+    over positions (global average pooling), to any head, fully connected ones included (VGG-16's
+    in the paper). With global average pooling the average gradient is exact; with a head that
+    flattens the maps into a linear layer, as ShapesNet's does, it mixes the positions (Draelos &
+    Carin 2020). ``elementwise=True`` keeps the gradient at each position,
+    :math:`\operatorname{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)`: that is a
+    different method, HiResCAM (Draelos & Carin 2020), also callable as ``hires_cam``.
 
     Args:
-        layer: the layer's name as in ``activations.feature_maps`` (``"conv4"``,
-            ``"features.28"``); it must give spatial maps ``[N, K, h, w]``. Default: the last
-            ``nn.Conv2d`` of ``model.named_modules()`` (ShapesNet: ``conv4``). A layer that
-            runs more than once in a forward pass explains its last call.
+        layer: the layer's name as in ``activations.feature_maps`` (``"relu4"``,
+            ``"features.29"``); it must give spatial maps ``[N, K, h, w]``. Default: the maps of
+            the last ``nn.Conv2d`` after their rectification, as in the authors' code: the
+            ``nn.ReLU`` that follows that convolution in ``model.named_modules()`` (ShapesNet:
+            ``relu4``; VGG-16: ``features.29``), or the convolution itself where no ReLU follows
+            it. A layer that runs more than once in a forward pass explains its last call.
         upsample: resize the map to the input's height and width (bilinear).
-        elementwise: weight each position by its own gradient instead of the average.
+        elementwise: weight each position by its own gradient instead of the average (HiResCAM).
     """
     method = "grad_cam"
     _check_flag(upsample, "upsample", method)
@@ -338,6 +342,24 @@ def grad_cam(
     with gradients_on():
         cam = _grad_cam(model, batch, target, layer, upsample, elementwise, method)
     return finish(cam, inputs, single)
+
+
+def hires_cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    layer: str | None = None,
+    upsample: bool = True,
+) -> torch.Tensor:
+    r"""HiResCAM (Draelos & Carin 2020), Grad-CAM with the gradient kept at each position,
+    ``[N, H, W]``: :math:`\operatorname{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)`.
+
+    Not Grad-CAM: it gives different numbers wherever the head does not average the maps over
+    positions. For a head that flattens the last maps into a linear layer it is exactly that
+    layer's contribution of each position. ``grad_cam(..., elementwise=True)``; ``layer`` and
+    ``upsample`` are ``grad_cam``'s.
+    """
+    return grad_cam(model, inputs, target, layer=layer, upsample=upsample, elementwise=True)
 
 
 @threads.under_policy
@@ -354,7 +376,8 @@ def guided_grad_cam(
     Guided backprop draws fine detail but hardly depends on the class; Grad-CAM is coarse but
     class-discriminative. Their product keeps the detail where the class is. ``target=None``
     is resolved once (the predicted class), so both factors explain the same class.
-    ``layer`` and ``elementwise`` are ``grad_cam``'s.
+    ``layer`` and ``elementwise`` are ``grad_cam``'s (default layer: the rectified maps of the
+    last convolution, ``relu4`` for ShapesNet).
     """
     method = "guided_grad_cam"
     _check_flag(elementwise, "elementwise", method)
@@ -395,13 +418,19 @@ def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
 
 
 def _last_conv(model: nn.Module, method: str) -> str:
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    if not names:
+    """Grad-CAM's default layer: the last ``nn.Conv2d``, or the ``nn.ReLU`` right after it in
+    ``named_modules()`` (the rectified maps, as in Selvaraju et al.'s code)."""
+    modules = list(model.named_modules())
+    convs = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
+    if not convs:
         raise ValueError(
             f"{method}: the model has no nn.Conv2d, so there is no default layer; name a layer "
             f"with spatial maps, layer=... Valid layers: {', '.join(layer_names(model))}."
         )
-    return names[-1]
+    last = convs[-1]
+    if last + 1 < len(modules) and isinstance(modules[last + 1][1], nn.ReLU):
+        return modules[last + 1][0]
+    return modules[last][0]
 
 
 @threads.under_policy

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import precision, threads
 from .data import gaussian_blur
 from .targets import (
     Neuron,
@@ -54,6 +54,8 @@ from .targets import (
 )
 
 OBJECTIVES: tuple[str, ...] = ("score", "softmax", "log_softmax")
+
+F64 = torch.float64
 
 GREY = 0.5
 """The image the ascent starts from and the L2 term measures from (the mean image)."""
@@ -158,13 +160,16 @@ def visualize(
     device = torch.device(device) if device is not None else model_device(model)
 
     generator = torch.Generator().manual_seed(seed)
-    start = GREY + NOISE * torch.randn(channels, size, size, generator=generator)
+    # float64 draws: PyTorch draws float32 normals with the processor's vector unit, whose
+    # rounding differs from one processor to another (lecture_lib.precision)
+    start = GREY + NOISE * torch.randn(channels, size, size, generator=generator, dtype=F64)
     count = 1 if isinstance(target, Neuron) else len(target)
-    dtype = model_dtype(model, torch.float32)  # a float64 model ascends a float64 image
-    images = start.clamp(0, 1).repeat(count, 1, 1, 1).to(device, dtype).requires_grad_(True)
-    optimizer = torch.optim.Adam([images], lr=lr)  # elementwise: one state per pixel
+    dtype = model_dtype(model, torch.float32)  # the dtype of the returned image
     scores = torch.empty(count, steps)
-    with explaining(model):  # on one thread when the machine is busy (lecture_lib.threads)
+    # on one thread when the machine is busy (lecture_lib.threads); in float64 (precision)
+    with explaining(model), precision.float64(model) as exact:
+        images = start.clamp(0, 1).repeat(count, 1, 1, 1).to(device, exact).requires_grad_(True)
+        optimizer = torch.optim.Adam([images], lr=lr)  # elementwise: one state per pixel
         _check_target(model, images, target, method)
         show = progress if progress is not None else steps > 1000
         for step in tqdm(range(steps), desc=method, disable=not show):
@@ -180,11 +185,12 @@ def visualize(
                 images.clamp_(0, 1)
                 scores[:, step] = score(model, images, target, method)[0]
             if callback is not None:
-                shown = images.detach()[0] if single else images.detach()
+                shown = images.detach().to(dtype)
+                shown = shown[0] if single else shown
                 callback(
                     step + 1, shown, scores[0, : step + 1] if single else scores[:, : step + 1]
                 )
-    images = images.detach().cpu()
+    images = images.detach().to("cpu", dtype)
     return (images[0], scores[0]) if single else (images, scores)
 
 
@@ -350,23 +356,26 @@ def feature_visualization(
     if not targets:
         raise ValueError(f"{method}: the list of targets is empty.")
     device = torch.device(device) if device is not None else model_device(model)
-    mixing = _colour_matrix(colour, channels, method).to(device)
+    colour = _colour_matrix(colour, channels, method)
 
     generator = torch.Generator().manual_seed(seed)
     shape = (len(targets), channels, size, size)
-    if parameterization == "fourier":
-        start = 0.01 * torch.randn(*shape[:3], size // 2 + 1, 2, generator=generator)
+    if parameterization == "fourier":  # float64 draws, as in visualize
+        start = 0.01 * torch.randn(*shape[:3], size // 2 + 1, 2, generator=generator, dtype=F64)
     else:
-        start = 0.01 * torch.randn(shape, generator=generator)
-    x = start.to(device).requires_grad_(True)
-    weights = _spectrum_weights(size, decay).to(device)
-
-    def image_of(x: torch.Tensor) -> torch.Tensor:
-        return _to_image(x, parameterization, weights, mixing, size)
-
-    optimizer = torch.optim.Adam([x], lr=lr)
+        start = 0.01 * torch.randn(shape, generator=generator, dtype=F64)
+    dtype = model_dtype(model, torch.float32)  # the dtype of the returned images
     scores = torch.empty(steps, len(targets))
-    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
+    # one thread on a busy machine (lecture_lib.threads); in float64 (lecture_lib.precision)
+    with explaining(model), precision.float64(model) as exact:
+        x = start.to(device, exact).requires_grad_(True)
+        weights = _spectrum_weights(size, decay).to(device, exact)
+        mixing = colour.to(device, exact)
+
+        def image_of(x: torch.Tensor) -> torch.Tensor:
+            return _to_image(x, parameterization, weights, mixing, size)
+
+        optimizer = torch.optim.Adam([x], lr=lr)
         with torch.no_grad():
             _check_activities(model, image_of(x), targets, method)
         show = progress if progress is not None else steps > 1000
@@ -379,7 +388,7 @@ def feature_visualization(
             with torch.no_grad():
                 scores[step] = _activities(model, image_of(x), targets, method).cpu()
         with torch.no_grad():
-            images = image_of(x).cpu()
+            images = image_of(x).to("cpu", dtype)
     return (images, scores) if many else (images[0], scores[:, 0])
 
 
@@ -438,7 +447,8 @@ def _transform(images, jitter, scale, rotate, generator) -> torch.Tensor:
     if jitter == 0 and scale == 0 and rotate == 0:
         return images
     k, _, height, width = images.shape
-    u = torch.rand(k, 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
+    # uniform in [-1, 1]; the angles' cosines in the images' dtype (float64 in an ascent)
+    u = (torch.rand(k, 4, generator=generator) * 2 - 1).to(images.dtype)
     angle = torch.deg2rad(u[:, 0] * rotate)
     zoom = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom

@@ -1,4 +1,10 @@
-r"""Fooling images: the smallest change that makes the network call an image another class.
+r"""Adversarial examples: the smallest change that makes the network call an image another class.
+
+Szegedy et al. (2014) and Goodfellow et al. (2015) call such changed images *adversarial
+examples*; Stanford's CS231n calls them fooling images, the name of the functions here. In
+Nguyen et al. (2015) a *fooling image* is something else: an image that shows nothing
+recognisable and is still classified with high confidence, as the class models of
+``class_model.visualize`` are.
 
 The lecture's Taylor expansion says how. Near an image :math:`I_0` every class score is almost
 linear, :math:`S_k(I_0 + \delta) \approx S_k(I_0) + w_k^T \delta` with
@@ -12,8 +18,8 @@ The smallest change that does it, for this linear model, lies along g:
 - measured by its length :math:`\|\delta\|_2`: :math:`\delta = -m_0\, g / \|g\|_2^2`, of length
   :math:`|m_0| / \|g\|_2`;
 - measured by its largest pixel change :math:`\|\delta\|_\infty`: :math:`\delta = \varepsilon\,
-  \operatorname{sign}(g)` with :math:`\varepsilon = |m_0| / \|g\|_1` (the fast gradient sign step
-  of Goodfellow et al. 2015).
+  \operatorname{sign}(g)` with :math:`\varepsilon = |m_0| / \|g\|_1` (a signed step like the fast
+  gradient sign method of Goodfellow et al. 2015).
 
 Both put the change where :math:`|g|` is large: the pixels with the largest gradient are where
 the least change flips the class, whether or not the object is there (``taylor_estimate``).
@@ -32,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import precision, threads
 from .targets import (
     Neuron,
     as_batch,
@@ -185,8 +191,10 @@ def _check_number(value, name: str, method: str) -> None:
 
 
 def _result(model, batch, image, steps, source, target, single, method) -> Fooling:
+    """The ``Fooling``; ``image`` is in the images' dtype, read back in the model's (float64
+    inside ``precision.float64``)."""
     with torch.no_grad():
-        predicted = model(image).argmax(dim=1)
+        predicted = model(image.to(model_dtype(model, image.dtype))).argmax(dim=1)
 
     def out(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().cpu()
@@ -247,10 +255,11 @@ def fooling_image(
         raise ValueError(f"{method}: max_steps must be an int >= 1, got max_steps={max_steps!r}.")
     batch, single = _images(model, inputs, method)
     allowed = _pixel_mask(pixels, batch, method)
-    image = batch.clone()
     steps = torch.zeros(len(batch), dtype=torch.long, device=batch.device)
-    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
-        source, target = _classes(model, batch, target, method)
+    # one thread on a busy machine (lecture_lib.threads); the steps in float64 (precision)
+    with explaining(model), precision.float64(model) as exact:
+        image = batch.to(exact)
+        source, target = _classes(model, image, target, method)
         show = progress if progress is not None else max_steps > 200
         for _ in tqdm(range(max_steps), desc=method, disable=not show, leave=False):
             x = image.clone().requires_grad_(True)
@@ -266,6 +275,7 @@ def fooling_image(
             if clamp:
                 image = image.clamp(0, 1)
             steps += active.long()
+        image = image.to(batch.dtype)
         return _result(model, batch, image, steps, source, target, single, method)
 
 
@@ -281,7 +291,9 @@ def fast_gradient_sign(
     pixels=None,
     clamp: bool = True,
 ) -> Fooling:
-    r"""One signed gradient step (Goodfellow et al. 2015), towards class t:
+    r"""One signed gradient step towards class t, a targeted variant of the fast gradient sign
+    method (Goodfellow et al. 2015, who step along the sign of the training loss's gradient with
+    a fixed epsilon):
 
     .. math:: I = I_0 + \varepsilon\, \operatorname{sign}(g), \qquad
               g = \frac{\partial (S_t - S_c)}{\partial I}\Big|_{I_0}
@@ -302,14 +314,17 @@ def fast_gradient_sign(
     _check_number(max_epsilon, "max_epsilon", method)
     batch, single = _images(model, inputs, method)
     allowed = _pixel_mask(pixels, batch, method)
-    with explaining(model):  # one thread on a busy machine (lecture_lib.threads)
-        source, target = _classes(model, batch, target, method)
-        direction = _margin_gradient(model, batch, source, target).sign() * allowed
+    # one thread on a busy machine (lecture_lib.threads); g in float64 (lecture_lib.precision)
+    with explaining(model), precision.float64(model) as exact:
+        start = batch.to(exact)
+        source, target = _classes(model, start, target, method)
+        direction = _margin_gradient(model, start, source, target).sign() * allowed
         if epsilon is None:
-            epsilon = _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp)
+            epsilon = _smallest_epsilon(model, start, direction, target, max_epsilon, clamp)
         else:
-            epsilon = torch.full((len(batch),), epsilon, dtype=batch.dtype, device=batch.device)
-        image = batch + epsilon.view(-1, 1, 1, 1) * direction
+            epsilon = torch.full((len(batch),), float(epsilon), dtype=batch.dtype)
+        epsilon = epsilon.to(batch)  # held in the images' own dtype
+        image = batch + epsilon.view(-1, 1, 1, 1) * direction.to(batch.dtype)
         if clamp:
             image = image.clamp(0, 1)
         steps = torch.ones(len(batch), dtype=torch.long)
@@ -358,18 +373,19 @@ def taylor_estimate(model: nn.Module, inputs: torch.Tensor, target) -> TaylorEst
     """
     method = "taylor_estimate"
     batch, single = _images(model, inputs, method)
-    with explaining(model):
-        source, target = _classes(model, batch, target, method)
-        g = _margin_gradient(model, batch, source, target)
+    with explaining(model), precision.float64(model) as exact:  # lecture_lib.precision
+        start = batch.to(exact)
+        source, target = _classes(model, start, target, method)
+        g = _margin_gradient(model, start, source, target)
         with torch.no_grad():
-            logits = model(batch)
+            logits = model(start)
     margin = (logits.gather(1, target[:, None]) - logits.gather(1, source[:, None]))[:, 0]
     flat = g.flatten(1)
     l2 = margin.abs() / flat.norm(dim=1)
     linf = margin.abs() / flat.abs().sum(dim=1)
 
     def out(t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().cpu()
+        t = t.detach().to("cpu", batch.dtype)
         return t[0] if single else t
 
     return TaylorEstimate(out(margin), out(g), out(l2), out(linf))

@@ -62,10 +62,29 @@ def test_grad_cam_matches_the_hook_version_on_shapes_net(shapes_net, shapes_batc
     x = shapes_batch[0]
     predicted = shapes_net(x).argmax(1)
     model = copy.deepcopy(shapes_net)
-    expected = hooked_grad_cam(model, x, predicted, model.conv4)
+    expected = hooked_grad_cam(model, x, predicted, model.relu4)
     torch.testing.assert_close(A.grad_cam(shapes_net, x, upsample=False), expected)
-    # the default layer is the last convolution
-    torch.testing.assert_close(A.grad_cam(shapes_net, x), A.grad_cam(shapes_net, x, layer="conv4"))
+    # the default layer is the last convolution's rectified maps (Selvaraju et al.'s code)
+    torch.testing.assert_close(A.grad_cam(shapes_net, x), A.grad_cam(shapes_net, x, layer="relu4"))
+    before = hooked_grad_cam(model, x, predicted, model.conv4)
+    torch.testing.assert_close(A.grad_cam(shapes_net, x, layer="conv4", upsample=False), before)
+    assert not torch.allclose(before, expected)
+
+
+def test_the_default_layer_is_the_relu_after_the_last_convolution_or_the_convolution():
+    x = torch.rand(2, 3, 8, 8)
+    model = small_net()  # conv, relu, pool, conv, relu ("4"), flatten, linear
+    torch.testing.assert_close(A.grad_cam(model, x, 1), A.grad_cam(model, x, 1, layer="4"))
+    bare = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(128, 3)).eval()
+    torch.testing.assert_close(A.grad_cam(bare, x, 1), A.grad_cam(bare, x, 1, layer="0"))
+
+
+def test_hires_cam_is_grad_cam_with_the_gradient_at_each_position(shapes_net, shapes_batch):
+    x = shapes_batch[0][:3]
+    torch.testing.assert_close(
+        A.hires_cam(shapes_net, x, 2), A.grad_cam(shapes_net, x, 2, elementwise=True)
+    )
+    assert not torch.allclose(A.hires_cam(shapes_net, x, 2), A.grad_cam(shapes_net, x, 2))
 
 
 def test_with_global_average_pooling_grad_cam_is_cam():

@@ -574,7 +574,7 @@ def test_spearman_passes_average_ranks_and_names_mistakes(printed):
     assert printed().count("✓") == 2
     with pytest.raises(AssertionError, match="Pearson correlation of the values themselves"):
         checks.check_spearman(lambda a, b: pearson(a.flatten().double(), b.flatten().double()))
-    with pytest.raises(AssertionError, match="argsort taken as the ranks"):
+    with pytest.raises(AssertionError, match="ranks taken from argsort, which gives the order"):
         checks.check_spearman(
             lambda a, b: pearson(a.flatten().argsort().double(), b.flatten().argsort().double())
         )
@@ -632,14 +632,18 @@ def test_grad_cam_passes_hooks_and_names_mistakes(printed):
         (dict(average=False), "HiResCAM"),
         (dict(mode="nearest"), "nearest-neighbour"),
         (dict(upsample=False), r"the layer's resolution, 8 x 8.*mode='bilinear'"),
-        (dict(remove=False), "left hooks on conv4"),
+        (dict(remove=False), "left hooks on relu4"),
     ]:
         with pytest.raises(AssertionError, match=named):
             checks.check_grad_cam(partial(hooked_grad_cam, **options))
     with pytest.raises(AssertionError, match="summed over positions instead of averaged"):
         checks.check_grad_cam(lambda *args: 64 * hooked_grad_cam(*args))
-    with pytest.raises(AssertionError, match="maps of relu4, after the ReLU"):
-        checks.check_grad_cam(lambda m, x, t, layer: hooked_grad_cam(m, x, t, "relu4"))
+    with pytest.raises(AssertionError, match="maps of conv4, before its ReLU"):
+        checks.check_grad_cam(lambda m, x, t, layer: hooked_grad_cam(m, x, t, "conv4"))
+    with pytest.raises(AssertionError, match="maps of relu3, after the ReLU"):
+        checks.check_grad_cam(
+            lambda m, x, t, layer: hooked_grad_cam(m, x, t, "relu3"), layer="conv3", seed=14
+        )
     with pytest.raises(AssertionError, match="predicted class"):
         checks.check_grad_cam(
             lambda m, x, t, layer: hooked_grad_cam(m, x, m(x).argmax(dim=1), layer)

@@ -20,7 +20,8 @@ def class_models(shapes_net):
 
 def start_image(seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return (GREY + NOISE * torch.randn(3, 64, 64, generator=generator)).clamp(0, 1)
+    noise = torch.randn(3, 64, 64, generator=generator, dtype=torch.float64)  # as visualize draws
+    return (GREY + NOISE * noise).clamp(0, 1).float()
 
 
 @pytest.mark.parametrize("c", range(len(CLASSES)))
@@ -67,7 +68,7 @@ def test_first_step_is_adams_step_along_the_slides_gradient(shapes_net, objectiv
     }[objective]
     (grad,) = torch.autograd.grad(value - l2 * ((start - 0.5) ** 2).sum(), start)
     expected = (start.detach() + lr * grad.sign()).clamp(0, 1)
-    clear = grad.abs() > 1e-5  # Adam's epsilon blurs the sign of tiny gradients
+    clear = grad.abs() > 1e-4  # Adam's epsilon 1e-8 shifts the step of tiny gradients
     torch.testing.assert_close(image[clear], expected[clear], atol=1e-5, rtol=0)
     assert clear.float().mean() > 0.5
     for p in shapes_net.parameters():

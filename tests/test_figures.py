@@ -266,3 +266,67 @@ def test_titles_of_a_squeezed_row_are_broken_instead_of_overlapping(function):
     for left, right in zip(boxes, boxes[1:]):
         assert left.x1 < right.x0
     assert image_axes(fig)[0].get_title().count("\n") == 2  # the first line broken in two
+
+
+# --- lectures 06 to 09: titles that fit, labels that do not touch, empty maps named ---------------
+
+
+def test_a_probability_in_a_title_is_never_broken():
+    titles = [f"cross (p = 1.0{k})" for k in range(8)]
+    fig = plot.show_images(torch.rand(8, 3, 8, 8), titles, ncols=8, size=1.8)
+    for ax in image_axes(fig):
+        for line in ax.get_title().split("\n"):
+            assert "(p" not in line or "(p = 1.0" in line and line.endswith(")"), ax.get_title()
+
+
+@pytest.mark.parametrize(
+    "half",
+    [
+        ["saliency", "input × gradient", "DeconvNet", "guided backprop", "IG (mean)"],
+        ["DeepLIFT (black)", "DeepLIFT (mean)", "occlusion", "HiResCAM", "SmoothGrad"],
+    ],
+)
+def test_lecture_09_headers_fit_in_one_size_without_touching(images, half):
+    """Lecture 09 draws its ten methods as two grids of five, at size 1.5 (and a zoomed corner)."""
+    fig = plot.compare_methods(
+        images, {name: maps(k).abs() for k, name in enumerate(half)}, signed=False, size=1.5
+    )
+    fig.canvas.draw()
+    titles = [ax.title for ax in np.array(fig.axes[: 3 * 6]).reshape(3, 6)[0, 1:]]
+    assert len({title.get_fontsize() for title in titles}) == 1
+    for title, name in zip(titles, half):
+        assert title.get_text().replace("\n", " ") == name  # broken only between words
+    boxes = [title.get_window_extent() for title in titles]
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0
+
+
+def test_deletion_and_insertion_x_labels_do_not_touch():
+    curves = {"a": torch.rand(2, 11), "b": torch.rand(2, 11)}
+    fig = plot.deletion_insertion(curves, curves, chance=0.2)
+    fig.canvas.draw()
+    left, right = (ax.xaxis.label.get_window_extent() for ax in fig.axes[:2])
+    assert left.x1 + 10 < right.x0
+
+
+def test_an_empty_map_says_so(images):
+    empty = torch.zeros(3, 16, 16)
+    fig = plot.compare_methods(images, {"Grad-CAM": empty, "other": maps(1)[:, 0].abs()})
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("empty map\n(zero everywhere)") == 3
+
+
+def test_lecture_09_shows_the_corner_enlarged():
+    source = "".join(
+        c.source
+        for c in nbformat.read(ROOT / "lectures" / "09_shortcut.ipynb", as_version=4).cells
+        if c.cell_type == "code"
+    )
+    assert "corner = (slice(None), slice(-16, None), slice(0, 16))" in source
+    assert "halves = [list(METHODS)[:5], list(METHODS)[5:]]" in source
+
+
+def test_lecture_08_marks_the_neuron_images_receptive_field():
+    notebook = nbformat.read(ROOT / "lectures" / "08_fooling_and_features.ipynb", as_version=4)
+    source = "".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "field.box(" in source and "plt.Rectangle" in source

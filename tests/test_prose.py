@@ -667,13 +667,13 @@ def test_09_names_the_methods_that_miss_the_shortcut():
     nb = lecture("09")
     printed = output(nb, "exposes = [name for name in METHODS")
     others = re.search(r"the others: (.*)$", printed, re.M).group(1)
-    assert others == "Grad-CAM"  # "Grad-CAM is the method named under 'the others'"
+    assert others == "HiResCAM"  # "HiResCAM is the method named under 'the others'"
     text = markdown(nb, "### Reading the table")
-    assert '**Grad-CAM** is the method named under "the others"' in text
+    assert '**HiResCAM** is the method named under "the others"' in text
     ranked = re.findall(r"^\s+\d+\. (.+?)\s{2,}([\d.]+)", printed, re.M)
     peaks = [name for name, _ in ranked]
     # "DeconvNet and guided backprop find it least often among the maps drawn at the pixels"
-    assert set(peaks[-3:-1]) == {"DeconvNet", "guided backprop"} and peaks[-1] == "Grad-CAM"
+    assert set(peaks[-3:-1]) == {"DeconvNet", "guided backprop"} and peaks[-1] == "HiResCAM"
 
 
 def test_02_answer_quotes_the_shares_of_the_samplers_printed_above_it():
@@ -705,3 +705,167 @@ def test_11_prose_says_what_the_measures_print():
     assert "every map's maximum lies within two pixels of the mark" in markdown(
         nb, "All three find the shortcut"
     )
+
+
+# === Lectures 07 to 09 and the answer keys of exercises 05 to 07 ==============================
+
+TABLE_07 = "scores = scores_table(maps | references)"
+KEYS_07 = ("exact", "near", "share", "deletion", "insertion")
+
+
+def table_07() -> dict[str, dict[str, float]]:
+    text = output(lecture("07"), TABLE_07)
+    names = ["gradient", "SmoothGrad²", "SmoothGrad", "guided backprop", "guided Grad-CAM"]
+    names += ["Grad-CAM, conv4 (no ReLU)", "Grad-CAM", "mask (ideal)", "random"]
+    found = {}
+    for name in names:
+        line = next(x for x in text.splitlines() if x.startswith(name + "  "))
+        found[name] = dict(zip(KEYS_07, numbers(line[len(name) :])))
+    return found
+
+
+def test_07_grad_cam_takes_the_rectified_maps_and_says_why_the_layer_matters():
+    nb = lecture("07")
+    text = flat(markdown(nb, "## Grad-CAM\n"))
+    assert "after its ReLU" in text and "relu4" in text and "authors' code" in text
+    assert "generalise CAM" in text and "VGG-16" in text
+    table = table_07()
+    rectified, raw = table["Grad-CAM"], table["Grad-CAM, conv4 (no ReLU)"]
+    # "on ShapesNet the unrectified conv4 maps score far worse than relu4's"
+    assert rectified["exact"] > raw["exact"] + 0.1 and rectified["share"] > raw["share"]
+    said = flat(output(nb, 'raw = scores[f"Grad-CAM, {before_relu} (no ReLU)"]'))
+    assert f"exactly in {raw['exact']:.0%}" in said and f"{rectified['exact']:.0%} and" in said
+    reading = flat(markdown(nb, "## Why Grad-CAM blurs"))
+    assert "later critique (Draelos & Carin 2020), not a premise of Grad-CAM" in reading
+    remember = flat(markdown(nb, "## What to remember"))
+    assert "assumes a head that averages" not in remember and "HiResCAM" in remember
+
+
+def test_07_quotes_the_object_share_against_the_even_map():
+    nb = lecture("07")
+    table = table_07()
+    said = flat(output(nb, 'share = scores["Grad-CAM"]["share"]'))
+    share, even = table["Grad-CAM"]["share"], table["random"]["share"]
+    assert f"puts {share:.0%} of its mass" in said and f"puts {even:.0%} of its mass" in said
+    assert f"{share / even:.1f} times" in said
+    assert "hardly more than a map spread evenly" not in said
+
+
+def test_07_smoothgrad_premise_is_the_input_moving():
+    nb = lecture("07")
+    text = flat(markdown(nb, "## SmoothGrad"))
+    assert "jumps as the **input** moves" in text and "section 2" in text
+    assert "from one pixel to the next" not in text
+    sweep = flat(markdown(nb, "At 0 % it is the saliency map itself"))
+    assert "outline stays" not in sweep and "does not trace the shape's outline" in sweep
+    levels = cell(nb, "levels = [").source
+    assert "levels = [0.0, 0.05, 0.15, 0.3]" in levels  # the 0 % and 30 % that it describes
+
+
+def test_07_class_correlation_says_it_correlates_magnitudes():
+    nb = lecture("07")
+    text = flat(markdown(nb, "## Class-blind maps: a reminder"))
+    assert "**importance**" in text and "Parts 4 to 6 correlate the *signed* maps" in text
+
+
+def test_07_sanity_reading_matches_adebayo_or_says_it_does_not():
+    nb = lecture("07")
+    printed = output(nb, "sanity = {")
+    after_top = {name: row(printed, name)[0] for name in ("guided backprop", "guided Grad-CAM")}
+    grad_cam = [x for x in printed.splitlines() if x.startswith("Grad-CAM ")][0]
+    after_top["Grad-CAM"] = numbers(grad_cam)[0]
+    said = flat(output(nb, "after_top = {name: result.mean[0]"))
+    gg, gb, gc = after_top["guided Grad-CAM"], after_top["guided backprop"], after_top["Grad-CAM"]
+    if gc < gg < gb:
+        assert "as Adebayo et al. found on ImageNet" in said
+    else:
+        assert "as Adebayo et al. found" not in said
+    assert "Inception v3" in markdown(nb, "## The sanity check")
+
+
+def test_07_and_09_name_the_per_position_variant_hirescam():
+    for number in ("07", "09"):
+        nb = lecture(number)
+        code = "".join(c.source for c in nb.cells if c.cell_type == "code")
+        plain = code.replace("guided_grad_cam(model, images, elementwise=True)", "")
+        assert "elementwise=True)" not in plain and "hires_cam" in code
+        texts = prose(nb)
+        assert not any("Grad-CAM, per position" in t or "Grad-CAM per position" in t for t in texts)
+    table = markdown(lecture("09"), "## Where do the two networks look?")
+    assert "| HiResCAM (part 7) |" in table and "HiResCAM is not Grad-CAM" in table
+
+
+def fooling_table() -> list[tuple[bool, int]]:
+    printed = output(lecture("08"), "fooled = fooling.fooling_image(model, images, runner_up)")
+    rows = re.findall(r"^\s+\d+\s+\d+ -> \d+\s+(yes|no)\s.*= (\d+)/255$", printed, re.M)
+    assert rows
+    return [(ok == "yes", int(level)) for ok, level in rows]
+
+
+def test_08_quotes_the_grey_levels_of_the_fooled_images_only():
+    rows = fooling_table()
+    fooled = [level for ok, level in rows if ok]
+    said = flat(output(lecture("08"), "grey_levels = fooled.linf[ok] * 255"))
+    assert f"between {min(fooled)} and {max(fooled)} grey levels" in said
+    for ok, level in rows:
+        if not ok:
+            assert f"not fooled even after {level} grey levels" in said
+
+
+def test_08_taylor_within_a_small_factor_only_for_the_fooled_images():
+    said = flat(output(lecture("08"), "ratio_l2 = (fooled.l2 / taylor.l2)[fooled.fooled]"))
+    assert said.startswith("For the images that were fooled")
+    ratios = [float(v) for v in re.findall(r"needed (\d+\.\d) to (\d+\.\d) times", said)[0]]
+    assert max(ratios) < 3 and min(ratios) > 1 / 3
+    if any(not ok for ok, _ in fooling_table()):
+        assert "it fails" in said
+    remember = flat(markdown(lecture("08"), "## What to remember"))
+    assert "far below what a person notices" not in remember
+    assert "for the images it fools" in remember
+
+
+def test_08_random_pixels_and_the_objects_own_pixels():
+    nb = lecture("08")
+    printed = output(nb, "choices = {")
+    sizes = {
+        name: [float(v) for v in re.findall(r"\d+\.\d+", line)]
+        for name in ("largest gradient", "object", "random")
+        for line in printed.splitlines()
+        if line.startswith(name)
+    }
+    said = flat(output(nb, "steep, obj, rand = mean"))
+    ratio = sum(sizes["random"]) / sum(sizes["largest gradient"])
+    assert f"random pixels need {ratio:.1f} times the length" in said
+    assert "far more cheaply" not in flat(markdown(nb, "## What to remember"))
+
+
+def test_08_teaches_adversarial_examples_and_fooling_images():
+    nb = lecture("08")
+    intro = flat(markdown(nb, "# Lecture 6, beyond the lecture (part 8)"))
+    assert "**adversarial examples** (Szegedy et al. 2014; Goodfellow et al. 2015)" in intro
+    assert "**fooling images** (Nguyen et al. 2015)" in intro and "Part 3's class models" in intro
+    sources = flat(markdown(nb, "## Sources"))
+    assert "Nguyen, Anh, Yosinski, Jason, and Clune, Jeff" in sources
+    assert "Szegedy, Christian" in sources
+    assert "variant of Goodfellow et al. (2015)'s **fast gradient sign method**" in flat(
+        markdown(nb, "## Did the Taylor expansion predict it?")
+    )
+    printed = output(nb, "class_images, _ = class_model.visualize(model, class_ids, size=size)")
+    lowest = min(float(v) for v in re.findall(r"\d\.\d{4}", printed))
+    said = flat(output(nb, "The network gives every class model"))
+    assert f"at least {lowest:.4f}" in said
+    assert ("fooling images in Nguyen et al.'s sense" in said) == (lowest > 0.9)
+    neuron = flat(markdown(nb, "## Feature visualization"))
+    assert "**fixed** position" in neuron and 'reduce="max"' in neuron
+
+
+def test_answer_keys_05_and_07_say_only_what_their_outputs_support():
+    assert "drops the noise of the other two" not in answer(solution("05"))
+    nb = solution("07")
+    assert "the smallest change of every pixel" not in flat(nb.cells[0].source)
+    question = flat(markdown(nb, "1. Which network looks at the mark"))
+    assert "can it tell you which pixels matter?" in question
+    hook = flat(markdown(nb, "## Question 1 · Grad-CAM with a forward hook"))
+    assert "`relu4`" in hook and "after its ReLU" in hook
+    assert "lights up background" in flat(markdown(nb, "Grad-CAM asks about one class."))
+    assert "equal to attribution.grad_cam: True" in output(nb, "same = torch.allclose(")

@@ -273,6 +273,7 @@ def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
         "attribution.deeplift": lambda: attribution.deeplift(net, images, return_gap=True),
         "attribution.grad_cam": lambda: attribution.grad_cam(net, images),
         "attribution.guided_grad_cam": lambda: attribution.guided_grad_cam(net, images),
+        "attribution.hires_cam": lambda: attribution.hires_cam(net, images),
         "attribution.smoothgrad": lambda: attribution.smoothgrad(
             attribution.saliency, net, images, samples=2
         ),

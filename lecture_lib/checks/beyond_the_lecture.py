@@ -26,7 +26,7 @@ from .core import (
     observe,
 )
 
-CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "relu1", "relu2", "relu3", "relu4")
 
 
 def _check_conv_layer(layer) -> None:
@@ -34,7 +34,7 @@ def _check_conv_layer(layer) -> None:
         raise ValueError(f"check_grad_cam: layer must be one of {CONV_LAYERS}, got {layer!r}.")
 
 
-def _run_grad_cam(fn: Callable, layer: str = "conv4", seed: int | None = None) -> dict:
+def _run_grad_cam(fn: Callable, layer: str = "relu4", seed: int | None = None) -> dict:
     """``fn(model, images, target, layer)`` returns Grad-CAM ``[N, H, W]`` of ShapesNet's
     ``layer``, from forward and backward hooks that it removes afterwards; compared with
     ``attribution.grad_cam(model, images, target, layer=layer)``."""
@@ -58,7 +58,7 @@ def _layer_maps_and_gradients(model, images, target, layer):
     return kept[0].detach(), grads
 
 
-def _judge_grad_cam(observed, layer: str = "conv4", seed=None) -> str:
+def _judge_grad_cam(observed, layer: str = "relu4", seed=None) -> str:
     _check_conv_layer(layer)
     _untouched(observed)
     model, images, target = _images_case(seed)
@@ -111,13 +111,27 @@ def _grad_cam_mistakes(model, images, target, layer: str, expected) -> dict:
         "bilinear enlargement with align_corners=True (use align_corners=False)": enlarge(
             weighted.clamp(min=0), align_corners=True
         ),
-        f"the maps of relu{layer[-1]}, after the ReLU, instead of {layer}'s own output": (
-            attribution.grad_cam(model, images, target, layer=f"relu{layer[-1]}")
+        _other_side_of_the_relu(layer): attribution.grad_cam(
+            model, images, target, layer=_other_layer(layer)
         ),
         "the Grad-CAM of the predicted class (use the given target)": attribution.grad_cam(
             model, images, layer=layer
         ),
     }
+
+
+def _other_layer(layer: str) -> str:
+    """relu4 for conv4 and conv4 for relu4: the same maps on the other side of the ReLU."""
+    return ("relu" if layer.startswith("conv") else "conv") + layer[-1]
+
+
+def _other_side_of_the_relu(layer: str) -> str:
+    if layer.startswith("relu"):
+        return (
+            f"the maps of conv{layer[-1]}, before its ReLU, instead of {layer}'s rectified maps "
+            "(hook the layer you are given)"
+        )
+    return f"the maps of relu{layer[-1]}, after the ReLU, instead of {layer}'s own output"
 
 
 check_grad_cam = Check(

@@ -267,7 +267,7 @@ def _judge_spearman(observed, seed=None) -> str:
             "the Pearson correlation of the values themselves (correlate their ranks)": (
                 _pearson(x, y)
             ),
-            "argsort taken as the ranks: argsort gives the order of the pixels, not each pixel's "
+            "the ranks taken from argsort, which gives the order of the pixels, not each pixel's "
             "rank (the rank of x_i is the number of values below it, plus 1)": _pearson(
                 x.argsort().double(), y.argsort().double()
             ),

@@ -115,7 +115,7 @@ def deletion_insertion(
         if chance is not None:
             ax.axhline(chance, color="0.5", linewidth=0.8)
         moved, better = ("removed", "lower") if kind == "deletion" else ("put back", "higher")
-        ax.set_xlabel(f"share of pixels {moved}, most important first")
+        ax.set_xlabel(f"share of pixels {moved},\nmost important first")
         ax.set_title(f"{kind}: {better} area is better")
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)

@@ -207,7 +207,8 @@ def _fit_width(size: float, columns: float, max_width: float | None, margin: flo
     return min(size, (max_width - margin) / columns)
 
 
-_WORDS = re.compile(r"(?:\$[^$]*\$|[^\s$])+")
+_WORDS = re.compile(r"(?:\$[^$]*\$|\([^()$]*=[^()$]*\)|[^\s$])+")
+"""Words of a title: a $...$ formula and a "(p = 0.93)" are never broken."""
 
 
 MIN_TITLE_POINTS = 7.0

@@ -62,7 +62,7 @@ def compare_methods(
     named by ``label`` (one string, or one per method); with ``"own"`` the first one says
     that each map has its own scale. ``overlay=True`` draws each map over its greyed image (``overlay``).
     Cells are ``size`` inches, less if the figure would be wider than ``max_width``; long
-    column titles are broken into lines.
+    column titles are broken into lines. A map that is zero everywhere says so in its cell.
     """
     pictures = image_list(images, "compare_methods")
     n = len(pictures)
@@ -116,6 +116,11 @@ def compare_methods(
                 draw_overlay(axes[i, j], picture, style, alpha, "compare_methods")
             else:
                 draw_map(axes[i, j], style)
+            if not np.any(style.values):  # the scale bar's 0...max would not say so
+                axes[i, j].text(
+                    0.5, 0.5, "empty map\n(zero everywhere)", ha="center", va="center",
+                    transform=axes[i, j].transAxes, fontsize="small", color="0.6",
+                )
             if i == 0:
                 _fit_title(axes[i, j], method, width=size)
         if colorbar and style.cmap is not None:
