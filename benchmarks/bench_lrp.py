@@ -28,8 +28,12 @@ from lecture_lib.relevance import COMPOSITES
 def zennit_lrp(model, x, target, composite):
     """Zennit's composite of the same name, the output's relevance the target's score."""
     from zennit.attribution import Gradient
-    from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat, LayerMapComposite
-    from zennit.composites import layer_map_base
+    from zennit.composites import (
+        EpsilonGammaBox,
+        EpsilonPlusFlat,
+        LayerMapComposite,
+        layer_map_base,
+    )
     from zennit.rules import Epsilon
     from zennit.types import Linear
 
