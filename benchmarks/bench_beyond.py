@@ -22,7 +22,7 @@ import time
 
 import torch
 import torchvision
-from bench_attribution import forward_backward, median_time  # the same baseline and timing
+from timing import forward_backward, median_time  # the same baseline and timing
 
 from lecture_lib import activations, attribution, fooling, threads
 from lecture_lib.class_model import feature_visualization
