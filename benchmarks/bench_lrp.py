@@ -17,7 +17,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 import torchvision
-from bench_attribution import forward_backward, paired  # the same baseline and timing
+from timing import forward_backward, paired  # the same baseline and timing as bench_attribution
 
 from lecture_lib import attribution
 from lecture_lib.data import make_shapes
