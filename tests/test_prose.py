@@ -403,7 +403,7 @@ def test_05_answer_quotes_the_correlations_printed_above_it():
     assert numbers(text) == [*guided, *gradient], (numbers(text), guided, gradient)
 
 
-@pytest.mark.parametrize("number", ["06", "07"])
+@pytest.mark.parametrize("number", ["06", "07", "08"])
 def test_answer_quotes_only_numbers_printed_in_its_notebook(number):
     nb = solution(number)
     printed = "".join(
@@ -674,3 +674,18 @@ def test_09_names_the_methods_that_miss_the_shortcut():
     peaks = [name for name, _ in ranked]
     # "DeconvNet and guided backprop find it least often among the maps drawn at the pixels"
     assert set(peaks[-3:-1]) == {"DeconvNet", "guided backprop"} and peaks[-1] == "Grad-CAM"
+
+
+def test_10_readings_quote_only_numbers_printed_in_the_lecture():
+    """Every decimal number of lecture 10's prose is one of its printed outputs."""
+    nb = lecture("10")
+    printed = "".join(
+        out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs
+    )
+    prose = [
+        c.source for c in nb.cells if c.cell_type == "markdown" and "## Sources" not in c.source
+    ]
+    quoted = [v for text in prose for v in re.findall(r"(?<![\w.^{])-?\d+\.\d+", text)]
+    assert len(quoted) > 10
+    for value in quoted:
+        assert value in printed, f"lecture 10 quotes {value}, which no output prints"
