@@ -123,6 +123,14 @@ class Layer:
                 return torch.autograd.grad(F.conv2d(x, w, None, **self.conv), x, s)[0]
         return torch.nn.grad.conv2d_input(self.input_shape, w, s, **self.conv)
 
+    def transpose_pair(self, s, w, t, v):
+        """``transpose(s, w) + transpose(t, v)`` in one call (the outputs side by side)."""
+        if self.kind == "dense":
+            return torch.cat([s, t], dim=-1) @ torch.cat([w, v])
+        if self.conv.get("groups", 1) != 1 or isinstance(self.conv.get("padding"), str):
+            return self.transpose(s, w) + self.transpose(t, v)
+        return self.transpose(torch.cat([s, t], dim=1), torch.cat([w, v]))
+
 
 def layer_relevance(
     rule: str, layer: Layer, x, relevance, z=None, epsilon=1e-6, gamma=0.25, low=0.0, high=1.0
@@ -161,16 +169,19 @@ def layer_relevance(
     if rule == "gamma":
         z = forward(x, w, b) if z is None else z
         up, down = w + gamma * wp, w + gamma * wn  # positive outputs lean on up, negative on down
-        b_up = None if b is None else b + gamma * b.clamp(min=0)
-        b_down = None if b is None else b + gamma * b.clamp(max=0)
-        z_up, z_down = forward(xp, up, b_up), forward(xp, down, b_down)
+        bp = None if b is None else b.clamp(min=0)
         if negative:
-            z_up, z_down = z_up + forward(xn, down), z_down + forward(xn, up)
+            b_down = None if b is None else b + gamma * b.clamp(max=0)
+            z_up = forward(xp, up, None if b is None else b + gamma * bp) + forward(xn, down)
+            z_down = forward(xp, down, b_down) + forward(xn, up)
+        else:  # x >= 0 (after a ReLU): one extra convolution, since x w- = (z - b) - x w+
+            q = forward(x, wp, bp)
+            z_up, z_down = z + gamma * q, z + gamma * (z - q)
         s_up = relevance * (z > 0) / _stabilize(z_up, STABILIZER)
         s_down = relevance * (z < 0) / _stabilize(z_down, STABILIZER)
-        r = xp * (transpose(s_up, up) + transpose(s_down, down))
+        r = xp * layer.transpose_pair(s_up, up, s_down, down)
         if negative:
-            r = r + xn * (transpose(s_up, down) + transpose(s_down, up))
+            r = r + xn * layer.transpose_pair(s_up, down, s_down, up)
         return r
     raise ValueError(f"Unknown LRP rule {rule!r}: expected one of {', '.join(LAYER_RULES)}.")
 
