@@ -236,3 +236,24 @@ def test_one_image_and_dtypes(shapes_net, shapes_batch):
     _close(one, batch[1], 1e-6)
     with torch.inference_mode():
         _close(A.lrp(shapes_net, x.double(), [1, 2]).float(), batch, 1e-6)
+
+
+def test_the_explorer_follows_its_controls(shapes_net, shapes_batch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lecture_lib.relevance_widgets import relevance_explorer
+
+    images, labels, _ = shapes_batch
+    explorer = relevance_explorer(shapes_net, images[:2], labels[:2])
+    assert explorer.controls["gamma"].disabled and not explorer.controls["epsilon"].disabled
+    before = explorer.output.outputs[0]["data"]["image/png"]
+    explorer.controls["composite"].value = "epsilon-gamma-box"
+    assert explorer.error is None and not explorer.controls["gamma"].disabled
+    explorer.controls["gamma"].value = 1.0
+    c = explorer.shown["target"]
+    expected = A.lrp(shapes_net, images[0], c, composite="epsilon-gamma-box", gamma=1.0)
+    assert abs(explorer.shown["sum"] - float(expected.sum())) < 1e-4 * float(expected.abs().sum())
+    assert explorer.output.outputs[0]["data"]["image/png"] != before
+    explorer.controls["composite"].value = "zero"
+    assert explorer.controls["epsilon"].disabled and explorer.controls["gamma"].disabled
