@@ -8,16 +8,17 @@ contributed,
 
 .. math:: R_i = \sum_j \frac{x_i w_{ij}}{z_j} R_j \qquad \text{(LRP-0)}.
 
-=========  =======================================================================  ===========
-rule       :math:`R_i`                                                              what it fixes
-=========  =======================================================================  ===========
-``zero``   :math:`\sum_j x_i w_{ij} / z_j \cdot R_j`                                 -- (equals input x gradient)
-``epsilon`` :math:`\sum_j x_i w_{ij} / (z_j + \epsilon\,\mathrm{sign}(z_j)) \cdot R_j`  small, noisy :math:`z_j`
-``gamma``  :math:`\sum_j x_i (w_{ij} + \gamma w^+_{ij}) / z^\gamma_j \cdot R_j`          positive evidence first
-``plus``   :math:`\sum_j x_i w^+_{ij} / \sum_{i'} x_{i'} w^+_{i'j} \cdot R_j` (z+)   only positive evidence
-``flat``   :math:`\sum_j 1 / \sum_{i'} 1 \cdot R_j` (first layer)                  spreads over the receptive field
-``box``    :math:`\sum_j (x_i w_{ij} - l_i w^+_{ij} - h_i w^-_{ij}) / z^B_j \cdot R_j`  pixels in :math:`[l, h]`
-=========  =======================================================================  ===========
+- ``zero``: :math:`\sum_j x_i w_{ij} / z_j \cdot R_j` (LRP-0; equals input x gradient);
+- ``epsilon``: :math:`\sum_j x_i w_{ij} / (z_j + \epsilon\,\mathrm{sign}(z_j)) \cdot R_j`:
+  absorbs the relevance of small, noisy :math:`z_j`;
+- ``gamma``: :math:`\sum_j x_i (w_{ij} + \gamma w^+_{ij}) / z^\gamma_j \cdot R_j`: positive
+  evidence first;
+- ``plus`` (z+): :math:`\sum_j x_i w^+_{ij} / \sum_{i'} x_{i'} w^+_{i'j} \cdot R_j`: only
+  positive evidence;
+- ``flat`` (first layer): :math:`\sum_j 1 / \sum_{i'} 1 \cdot R_j`: spread over the receptive
+  field;
+- ``box`` (z^B, first layer): :math:`\sum_j (x_i w_{ij} - l_i w^+_{ij} - h_i w^-_{ij}) / z^B_j
+  \cdot R_j`: pixels bounded in :math:`[l, h]`.
 
 The sums over :math:`i'` run over the layer's inputs (:math:`w^+ = \max(w, 0)`,
 :math:`w^- = \min(w, 0)`); every denominator but LRP-0's is moved away from 0 by
