@@ -19,6 +19,8 @@ method                   what it returns
 ``hires_cam``            :math:`\mathrm{ReLU}(\sum_k \partial S_c / \partial A^k \odot A^k)`
 ``guided_grad_cam``      guided backprop times the upsampled Grad-CAM
 ``smoothgrad``           :math:`\frac1n \sum_k \mathrm{method}(x + \epsilon_k)`, around any method
+``lrp``                  layer-wise relevance propagation: :math:`R^{out} = S_c` handed down layer by
+                         layer by the rules of a composite (``relevance``)
 =======================  ====================================================================
 
 ``integrated_gradients`` and ``deeplift`` share *summation to delta* (completeness): their
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import relevance, threads
 from .rules import check_rule, record_references, use_rescale, use_rule
 from .targets import (
     Neuron,
@@ -599,3 +601,74 @@ def _smoothgrad(method, model, batch, target, samples, noise, seed, squared, bat
         part = maps.view(len(chunk), n, *maps.shape[1:]).sum(dim=0)
         total = part if total is None else total + part
     return total / samples
+
+
+# --- layer-wise relevance propagation --------------------------------------------------------
+
+
+@threads.under_policy
+def lrp(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    composite: str = "epsilon-plus-flat",
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    low=0.0,
+    high=1.0,
+) -> torch.Tensor:
+    r"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019), the shape of
+    ``inputs``: the target's score :math:`R^{out} = S_c` handed down layer by layer,
+
+    .. math:: R_i = \sum_j \frac{x_i w_{ij}}{z_j} R_j \quad \text{(LRP-0; the other rules
+              change the weights or the denominator, see ``relevance``)}
+
+    with one forward and one modified backward pass. ``composite`` picks each layer's rule
+    (Zennit's names): ``"zero"`` (LRP-0 everywhere: input x gradient on ReLU networks),
+    ``"epsilon"``, ``"epsilon-plus-flat"`` (flat first layer, z+ convolutions, epsilon dense
+    layers), ``"epsilon-gamma-box"`` (z^B first convolution with the input's bounds ``low`` and
+    ``high``, gamma convolutions, epsilon dense layers). ReLUs pass relevance on, max-pooling
+    to the winner. Relevance that a layer's bias takes is lost, so the map sums to the score
+    minus what the biases absorbed. A layer without a rule raises NotImplementedError naming it.
+
+    Args:
+        epsilon: the epsilon rule's :math:`\epsilon` (dense layers; every layer for
+            ``"epsilon"``), in units of the pre-activations.
+        gamma: the gamma rule's :math:`\gamma` (``"epsilon-gamma-box"``'s convolutions).
+        low, high: the lowest and highest pixel value (numbers, or tensors that broadcast to
+            the inputs, e.g. ``[1, 3, 1, 1]``), for the z^B rule.
+    """
+    relevance.check_options(composite, epsilon, gamma)
+    if isinstance(target, Neuron):
+        raise ValueError(
+            "lrp: explains class scores; a Neuron target has no relevance at the output here. "
+            "Pass target=None (the predicted class), a class index or one per example."
+        )
+    batch, single = prepare(model, inputs, "lrp")
+    with gradients_on(), explaining(model):
+        if target is not None:
+            target = class_indices(target, len(batch), "lrp")
+        options = dict(epsilon=epsilon, gamma=gamma, low=low, high=high)
+        maps = [
+            _relevance_pass(model, batch[p], select(target, p), composite, options)
+            for p in passes(len(batch), pass_size(batch))
+        ]
+    return finish(maps[0] if len(maps) == 1 else torch.cat(maps), inputs, single)
+
+
+def _relevance_pass(model, batch, target, composite, options) -> torch.Tensor:
+    """``lrp`` on examples that go through the model together (inside ``explaining``)."""
+    x = (batch.clone() if batch.is_inference() else batch).requires_grad_(True)
+    with relevance.use_composite(composite, x, model, **options) as rules:
+        f, _ = score(model, x, target, "lrp")
+    if not rules.used:
+        raise ValueError(
+            "lrp: the model has no convolution or linear layer (F.conv2d, F.linear) on the "
+            "input's path, so there is no layer whose rule could hand relevance down."
+        )
+    if not f.requires_grad:
+        _input_gradient(f, x, "lrp")  # the error that says why
+    (r,) = torch.autograd.grad(f, x, grad_outputs=f.detach(), allow_unused=True)
+    if r is None:
+        _input_gradient(f, x, "lrp")
+    return r

@@ -14,6 +14,11 @@ rule            :math:`R^l_i`                                                sou
 Convolution and max-pooling backpropagate as usual in all three (flipped kernel; the gradient
 goes to the switch, the position of each pooling region's maximum).
 
+Layer-wise relevance propagation (``lecture_lib.relevance``) uses the same mechanism with a
+fourth ReLU rule, ``"relevance"``: :math:`R^l_i = R^{l+1}_i`, the relevance passes on unchanged
+(it is already 0 where :math:`f^l_i \le 0`), and a ``layers`` handler that gives every other
+operation of the forward pass its own rule (convolution, linear layers, pooling).
+
 ``relu_backward`` applies one rule to arrays, as on the slides. ``use_rule`` makes every ReLU
 of any model follow a rule inside a ``with`` block: it watches the torch functions that compute
 a ReLU (``nn.ReLU`` in-place or not, ``F.relu``, ``torch.relu``, ``Tensor.relu``, and
@@ -39,6 +44,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided")
+RELEVANCE = "relevance"
+"""The ReLU rule of layer-wise relevance propagation: the relevance passes on unchanged."""
 
 
 def check_rule(rule: str) -> str:
@@ -151,6 +158,8 @@ def _mask_backward(rule: str, grad: torch.Tensor, output: torch.Tensor) -> torch
     """R^l from R^{l+1}; ``output = max(f^l, 0)``, so ``output > 0`` exactly when ``f^l > 0``."""
     if rule == "gradient":
         return torch.ops.aten.threshold_backward(grad, output, 0)
+    if rule == RELEVANCE:
+        return grad
     if rule == "deconvnet":
         return grad.clamp(min=0)
     return torch.ops.aten.threshold_backward(grad.clamp(min=0), output, 0)
@@ -167,7 +176,7 @@ class _RuleReLU(torch.autograd.Function):
         else:
             output = x.clamp(min=0)
         ctx.rule = rule
-        ctx.save_for_backward(output)
+        ctx.save_for_backward(None if rule == RELEVANCE else output)
         return output
 
     @staticmethod
@@ -177,36 +186,44 @@ class _RuleReLU(torch.autograd.Function):
 
 
 class ReLURuleMode(TorchFunctionMode):
-    """Inside this mode every ReLU backpropagates by ``rule``; ``relu_calls`` counts them."""
+    """Inside this mode every ReLU backpropagates by ``rule``; ``relu_calls`` counts them.
+    Every other call goes to ``layers(func, args, kwargs)`` when given (LRP's layer rules)."""
 
-    def __init__(self, rule: str) -> None:
+    def __init__(self, rule: str, layers=None) -> None:
         super().__init__()
-        self.rule = check_rule(rule)
+        self.rule = rule if rule == RELEVANCE else check_rule(rule)
+        self.layers = layers
         self.relu_calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         call = _relu_call(func, args, kwargs)
         if call is None:
-            return func(*args, **kwargs)
+            return func(*args, **kwargs) if self.layers is None else self.layers(func, args, kwargs)
         self.relu_calls += 1
         x, inplace = call
         if not (torch.is_grad_enabled() and x.requires_grad):
             return func(*args, **kwargs)
-        return _RuleReLU.apply(x, self.rule, inplace)
+        # relevance: out of place, so that the layer below keeps the output it saved
+        result = _RuleReLU.apply(x, self.rule, inplace and self.rule != RELEVANCE)
+        if self.layers is not None:
+            self.layers.passed(x, result)
+        return result
 
 
 @contextmanager
-def use_rule(rule: str) -> Iterator[ReLURuleMode]:
+def use_rule(rule: str, layers=None) -> Iterator[ReLURuleMode]:
     """Inside ``with use_rule(rule):`` every ReLU of every model backpropagates by ``rule``
     (``"gradient"``, ``"deconvnet"`` or ``"guided"``). Leaves nothing behind, also on errors.
+    ``use_rule("relevance", layers)`` is layer-wise relevance propagation
+    (``relevance.use_composite``): ReLUs pass the relevance on, ``layers`` rules the rest.
 
     >>> with use_rule("guided") as mode:
     ...     score = model(x)[0, c]
     ...     (r,) = torch.autograd.grad(score, x)
     >>> mode.relu_calls  # how many ReLUs the forward pass went through
     """
-    with ReLURuleMode(rule) as mode:
+    with ReLURuleMode(rule, layers) as mode:
         yield mode
 
 

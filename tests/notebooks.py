@@ -16,5 +16,6 @@ SOLUTIONS = [
         "05_guided_backprop",
         "06_evaluation",
         "07_beyond",
+        "08_relevance",
     )
 ]

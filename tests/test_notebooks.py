@@ -21,6 +21,7 @@ REQUIRED = [
     "07_grad_cam_smoothgrad",
     "08_fooling_and_features",
     "09_shortcut",
+    "10_relevance_propagation",
     "11_prediction_difference",
 ]
 

@@ -403,7 +403,7 @@ def test_05_answer_quotes_the_correlations_printed_above_it():
     assert numbers(text) == [*guided, *gradient], (numbers(text), guided, gradient)
 
 
-@pytest.mark.parametrize("number", ["06", "07"])
+@pytest.mark.parametrize("number", ["06", "07", "08"])
 def test_answer_quotes_only_numbers_printed_in_its_notebook(number):
     nb = solution(number)
     printed = "".join(
@@ -708,7 +708,6 @@ def test_11_prose_says_what_the_measures_print():
 
 
 # === Lectures 07 to 09 and the answer keys of exercises 05 to 07 ==============================
-
 TABLE_07 = "scores = scores_table(maps | references)"
 KEYS_07 = ("exact", "near", "share", "deletion", "insertion")
 
@@ -869,3 +868,18 @@ def test_answer_keys_05_and_07_say_only_what_their_outputs_support():
     assert "`relu4`" in hook and "after its ReLU" in hook
     assert "lights up background" in flat(markdown(nb, "Grad-CAM asks about one class."))
     assert "equal to attribution.grad_cam: True" in output(nb, "same = torch.allclose(")
+
+
+def test_10_readings_quote_only_numbers_printed_in_the_lecture():
+    """Every decimal number of lecture 10's prose is one of its printed outputs."""
+    nb = lecture("10")
+    printed = "".join(
+        out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs
+    )
+    prose = [
+        c.source for c in nb.cells if c.cell_type == "markdown" and "## Sources" not in c.source
+    ]
+    quoted = [v for text in prose for v in re.findall(r"(?<![\w.^{])-?\d+\.\d+", text)]
+    assert len(quoted) > 10
+    for value in quoted:
+        assert value in printed, f"lecture 10 quotes {value}, which no output prints"

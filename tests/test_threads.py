@@ -271,6 +271,7 @@ def _public_calls(net: nn.Module, images: torch.Tensor) -> dict:
             net, images, steps=2, return_gap=True
         ),
         "attribution.deeplift": lambda: attribution.deeplift(net, images, return_gap=True),
+        "attribution.lrp": lambda: attribution.lrp(net, images, composite="epsilon-gamma-box"),
         "attribution.grad_cam": lambda: attribution.grad_cam(net, images),
         "attribution.guided_grad_cam": lambda: attribution.guided_grad_cam(net, images),
         "attribution.hires_cam": lambda: attribution.hires_cam(net, images),

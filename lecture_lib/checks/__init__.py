@@ -29,7 +29,8 @@ One module per part of the lecture; every name is used as ``checks.<name>``:
 - ``saliency`` (Part 2): saliency, input x gradient, a class model ascent step;
 - ``relu_rules`` (Part 2): the DeconvNet and guided backprop rules, four ways;
 - ``evaluation`` (Part 6): pointing game, deletion curve, Spearman rank correlation;
-- ``beyond_the_lecture``: Grad-CAM, SmoothGrad, the signed step of a fooling image.
+- ``beyond_the_lecture``: Grad-CAM, SmoothGrad, the signed step of a fooling image;
+- ``relevance`` (lecture 10): the epsilon and z+ rules of LRP, a whole LRP-0 pass.
 
 Imports go one way: the topic modules import ``core`` and the library's methods; ``core``
 imports no topic module, and no method imports a check.
@@ -67,6 +68,12 @@ from .perturbation_and_saturation import (
     check_occlusion,
     check_prediction_difference,
     check_saturation_by_hand,
+)
+from .relevance import (
+    check_epsilon_by_hand,
+    check_epsilon_linear,
+    check_lrp_zero,
+    check_zplus_conv,
 )
 from .relu_rules import (
     check_guided_hooks,

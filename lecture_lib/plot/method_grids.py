@@ -118,8 +118,14 @@ def compare_methods(
                 draw_map(axes[i, j], style)
             if not np.any(style.values):  # the scale bar's 0...max would not say so
                 axes[i, j].text(
-                    0.5, 0.5, "empty map\n(zero everywhere)", ha="center", va="center",
-                    transform=axes[i, j].transAxes, fontsize="small", color="0.6",
+                    0.5,
+                    0.5,
+                    "empty map\n(zero everywhere)",
+                    ha="center",
+                    va="center",
+                    transform=axes[i, j].transAxes,
+                    fontsize="small",
+                    color="0.6",
                 )
             if i == 0:
                 _fit_title(axes[i, j], method, width=size)
