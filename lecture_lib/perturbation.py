@@ -35,7 +35,11 @@ from tqdm.auto import tqdm
 
 from . import incremental as _incremental
 from . import threads
-from .regions import window_positions  # noqa: F401 (public: where the windows start)
+from .regions import (
+    check_positive_int,
+    check_windows,
+    window_positions,  # noqa: F401 (public: where the windows start)
+)
 from .targets import (
     baseline_batch,
     explaining,
@@ -51,12 +55,6 @@ MAX_FEATURES = 100_000
 
 SHOW_PROGRESS_ABOVE = 20
 """A progress bar appears when a method needs more forward batches than this."""
-
-
-def _check_positive_int(value, name: str, method: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{method}: {name} must be a positive int, got {name}={value!r}.")
-    return value
 
 
 @threads.under_policy
@@ -111,8 +109,8 @@ def occlusion(
     """
     method = "occlusion"
     batch, single = prepare(model, inputs, method)
-    n, _, height, width = _check_occlusion_arguments(batch, inputs, window, stride, method)
-    _check_positive_int(batch_size, "batch_size", method)
+    n, _, height, width = check_windows(batch, inputs, window, stride, method)
+    check_positive_int(batch_size, "batch_size", method)
     if incremental not in (None, True, False):
         raise ValueError(f"{method}: incremental must be None, True or False, got {incremental!r}.")
     reference = baseline_batch(baseline, batch, method).expand_as(batch)
@@ -143,33 +141,10 @@ def occlusion_plan(
     changed region of every layer. The model is left as it came."""
     method = "occlusion_plan"
     batch, _ = prepare(model, inputs, method)
-    _check_occlusion_arguments(batch, inputs, window, stride, method)
+    check_windows(batch, inputs, window, stride, method)
     with explaining(model), torch.no_grad():
         _, target = fix_target(model, batch, target, method)  # a valid class or Neuron
         return _incremental.plan(model, batch.shape[1:], window, stride, target)
-
-
-def _check_occlusion_arguments(batch, inputs, window, stride, method: str) -> tuple[int, ...]:
-    """``batch.shape`` after checking that it holds images and that window and stride fit."""
-    if batch.ndim != 4:
-        raise ValueError(
-            f"{method}: expects images [N, C, H, W] or one image [C, H, W], "
-            f"got inputs of shape {tuple(inputs.shape)}."
-        )
-    _, _, height, width = batch.shape
-    _check_positive_int(window, "window", method)
-    _check_positive_int(stride, "stride", method)
-    if window > min(height, width):
-        raise ValueError(
-            f"{method}: window={window} is larger than the image ({height} x {width} pixels); "
-            f"choose a window of at most {min(height, width)}."
-        )
-    if stride > window:
-        raise ValueError(
-            f"{method}: stride={stride} is larger than window={window}, so some pixels would "
-            "lie under no window; choose stride <= window."
-        )
-    return tuple(batch.shape)
 
 
 def _full_scores(model, batch, reference, target, route, batch_size, progress, method):
@@ -262,7 +237,7 @@ def single_feature(
     """
     method = "single_feature"
     batch, single = prepare(model, inputs, method)
-    _check_positive_int(batch_size, "batch_size", method)
+    check_positive_int(batch_size, "batch_size", method)
     n = batch.shape[0]
     features = math.prod(batch.shape[1:])
     if features > MAX_FEATURES:

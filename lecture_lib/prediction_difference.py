@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from . import incremental as _incremental
 from . import threads
-from .regions import window_positions
+from .regions import check_positive_int, check_windows, window_positions
 from .targets import (
     Neuron,
     as_tensor,
@@ -93,8 +93,8 @@ def patch_gaussian(data: torch.Tensor, size: int, stride: int = 1) -> PatchGauss
     """
     method = "patch_gaussian"
     data = _check_data(data, method)
-    _check_positive_int(size, "size", method)
-    _check_positive_int(stride, "stride", method)
+    check_positive_int(size, "size", method)
+    check_positive_int(stride, "stride", method)
     if size > min(data.shape[-2:]):
         raise ValueError(
             f"{method}: patches of {size} x {size} pixels do not fit in the data's images "
@@ -202,7 +202,7 @@ def prediction_difference(
     if incremental not in (None, True, False):
         raise ValueError(f"{method}: incremental must be None, True or False, got {incremental!r}.")
     batch, single = prepare(model, inputs, method)
-    n, channels, height, width = _check_arguments(batch, inputs, window, stride, method)
+    n, channels, height, width = check_windows(batch, inputs, window, stride, method)
     options = _check_options(sampler, data, samples, padding, laplace_n, seed, batch_size, method)
     source = _sampler_source(sampler, data, batch, window, padding, samples, method)
 
@@ -244,12 +244,6 @@ def forward_passes(image_shape, window: int, stride: int, samples: int) -> int:
 # --- checks -------------------------------------------------------------------------------------
 
 
-def _check_positive_int(value, name: str, method: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{method}: {name} must be a positive int, got {name}={value!r}.")
-    return value
-
-
 def _check_data(data, method: str) -> torch.Tensor:
     if data is None:
         raise ValueError(
@@ -265,28 +259,6 @@ def _check_data(data, method: str) -> torch.Tensor:
     return data
 
 
-def _check_arguments(batch, inputs, window, stride, method: str) -> tuple[int, ...]:
-    if batch.ndim != 4:
-        raise ValueError(
-            f"{method}: expects images [N, C, H, W] or one image [C, H, W], "
-            f"got inputs of shape {tuple(inputs.shape)}."
-        )
-    _, _, height, width = batch.shape
-    _check_positive_int(window, "window", method)
-    _check_positive_int(stride, "stride", method)
-    if window > min(height, width):
-        raise ValueError(
-            f"{method}: window={window} is larger than the image ({height} x {width} pixels); "
-            f"choose a window of at most {min(height, width)}."
-        )
-    if stride > window:
-        raise ValueError(
-            f"{method}: stride={stride} is larger than window={window}, so some pixels would "
-            "lie under no window; choose stride <= window."
-        )
-    return tuple(batch.shape)
-
-
 def _check_options(sampler, data, samples, padding, laplace_n, seed, batch_size, method: str):
     if sampler not in SAMPLERS:
         raise ValueError(f"{method}: sampler must be 'marginal' or 'conditional', got {sampler!r}.")
@@ -296,15 +268,15 @@ def _check_options(sampler, data, samples, padding, laplace_n, seed, batch_size,
             "the conditional sampler needs a number of samples, e.g. samples=10."
         )
     if samples is not None:
-        _check_positive_int(samples, "samples", method)
+        check_positive_int(samples, "samples", method)
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(f"{method}: padding must be an int >= 0, got padding={padding!r}.")
     if laplace_n is not None:
-        _check_positive_int(laplace_n, "laplace_n", method)
+        check_positive_int(laplace_n, "laplace_n", method)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{method}: seed must be an int, got seed={seed!r}.")
     if batch_size is not None:
-        _check_positive_int(batch_size, "batch_size", method)
+        check_positive_int(batch_size, "batch_size", method)
     return {"laplace_n": laplace_n, "batch_size": batch_size}
 
 

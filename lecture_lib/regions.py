@@ -76,6 +76,37 @@ def window_positions(side: int, window: int, stride: int) -> list[int]:
 # --- the model as a chain of layers -----------------------------------------------------------
 
 
+def check_positive_int(value, name: str, method: str) -> int:
+    """``value`` if it is a positive int; otherwise an error that names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{method}: {name} must be a positive int, got {name}={value!r}.")
+    return value
+
+
+def check_windows(batch: torch.Tensor, inputs, window, stride, method: str) -> tuple[int, ...]:
+    """``batch.shape`` after checking that it holds images and that window and stride fit (every
+    pixel under at least one window)."""
+    if batch.ndim != 4:
+        raise ValueError(
+            f"{method}: expects images [N, C, H, W] or one image [C, H, W], "
+            f"got inputs of shape {tuple(inputs.shape)}."
+        )
+    _, _, height, width = batch.shape
+    check_positive_int(window, "window", method)
+    check_positive_int(stride, "stride", method)
+    if window > min(height, width):
+        raise ValueError(
+            f"{method}: window={window} is larger than the image ({height} x {width} pixels); "
+            f"choose a window of at most {min(height, width)}."
+        )
+    if stride > window:
+        raise ValueError(
+            f"{method}: stride={stride} is larger than window={window}, so some pixels would "
+            "lie under no window; choose stride <= window."
+        )
+    return tuple(batch.shape)
+
+
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The layers that ``model``'s forward runs one after the other, with their names.
 
