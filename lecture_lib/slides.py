@@ -6,10 +6,10 @@
 Open ``slides/<lecture>.slides.html`` in a browser; arrow keys move on, ``s`` shows the notes.
 The decks are nbconvert's slides (each cell's "Slide Type" decides where slides start) with
 nothing loaded from the internet: reveal.js and MathJax are copied beside the decks, in
-``slides/assets/``, from packages installed by name:
+``slides/assets/``:
 
-- reveal.js 4 from npm: ``npm ci`` in the repository root installs the version that
-  ``package.json`` pins into ``node_modules/reveal.js`` (or give ``--reveal DIR``);
+- reveal.js 4.6.1, shipped with the course in ``lecture_lib/slides_assets/reveal.js`` (its
+  files as the npm package has them, its license beside them; or give ``--reveal DIR``);
 - MathJax 2.7 from PyPI: the package ``jupyter-server-mathjax`` (the ``instructor`` and ``dev``
   extras install it).
 
@@ -42,7 +42,7 @@ REVEAL_FILES = (
     "dist/theme/fonts/source-sans-pro",
     "plugin/notes/notes.js",
 )
-"""What a deck needs of the npm package reveal.js, relative to its folder."""
+"""What a deck needs of reveal.js, relative to its folder (as in the npm package)."""
 
 MATHJAX_FILES = (
     "MathJax.js",
@@ -68,9 +68,13 @@ class MissingAsset(FileNotFoundError):
     """A file that the decks need is not installed."""
 
 
+REVEAL = Path(__file__).with_name("slides_assets") / "reveal.js"
+"""reveal.js 4.6.1 as the course ships it (``slides_assets/README.md``)."""
+
+
 def default_reveal() -> Path:
-    """Where ``npm ci`` puts reveal.js: ``node_modules/reveal.js`` of the current folder."""
-    return Path("node_modules") / "reveal.js"
+    """reveal.js as the course ships it, ``REVEAL``."""
+    return REVEAL
 
 
 def default_mathjax() -> Path:
@@ -101,8 +105,8 @@ def copy_assets(out: Path, reveal: Path | None = None, mathjax: Path | None = No
         reveal,
         REVEAL_FILES,
         "reveal.js",
-        "run `npm ci` in the repository root (package.json pins reveal.js), or pass --reveal "
-        "with the folder of the npm package reveal.js 4.",
+        "the course ships it in lecture_lib/slides_assets/reveal.js (reinstall the package: "
+        "pip install -e .), or pass --reveal with the folder of the npm package reveal.js 4.",
     )
     _check(
         mathjax,
@@ -189,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("slides"), help="default: slides/")
     parser.add_argument("--code", action="store_true", help="show code cells (they scroll)")
-    parser.add_argument("--reveal", type=Path, help="reveal.js 4 (default: node_modules/reveal.js)")
+    parser.add_argument(
+        "--reveal", type=Path, help="reveal.js 4 (default: the copy the course ships)"
+    )
     parser.add_argument(
         "--mathjax", type=Path, help="MathJax 2.7 (default: jupyter-server-mathjax)"
     )

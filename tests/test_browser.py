@@ -414,6 +414,42 @@ def _code_position(page, index: int) -> int:
     )
 
 
+# --- a lecture as a live slideshow (jupyterlab-rise) ----------------------------------------
+
+
+def test_lecture_opens_as_a_live_slideshow(lab, browser, shots, report):
+    """An instructor's talk: lecture 02 opens as a reveal.js slideshow of the notebook itself
+    (jupyterlab-rise, the instructor extra), one slide for each cell stored as a "slide",
+    every cell of the notebook on its slides."""
+    lecture = LECTURES[1]
+    notebook = nbformat.read(lecture, as_version=4)
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        start = time.monotonic()
+        page.goto(lab.url(f"rise/lectures/{lecture.name}"))
+        first = page.locator(".reveal .slides section.present .jp-Cell").first
+        first.wait_for(timeout=SERVER_START_S * 1000)
+        opened = time.monotonic() - start
+        slides = page.locator(".reveal .slides > section").count()
+        kinds = [c.metadata.get("slideshow", {}).get("slide_type") for c in notebook.cells]
+        assert slides == kinds.count("slide"), (
+            f"{slides} slides shown, {kinds.count('slide')} stored"
+        )
+        assert page.locator(".reveal .slides .jp-Cell").count() == len(notebook.cells)
+        assert "Lecture 6, part 2" in first.inner_text()
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell'))"
+            ".every(cell => cell.closest('.reveal'))"
+        )
+        page.screenshot(path=shots / "slideshow-first-slide.png")
+        report(
+            f"slideshow {lecture.stem}: {slides} slides, opened in {opened:.1f} s; screenshot "
+            f"{shots}/slideshow-first-slide.png"
+        )
+    finally:
+        page.close()
+
+
 # --- one offline deck -----------------------------------------------------------------------
 
 SLIDE = """() => {
@@ -436,10 +472,7 @@ MATHS_DONE = "() => window.MathJax && MathJax.isReady && MathJax.Hub.queue.pendi
 def test_offline_deck_in_the_browser(tmp_path, browser, shots, report):
     from lecture_lib import slides
 
-    reveal = ROOT / "node_modules" / "reveal.js"
-    if not (reveal / "dist" / "reveal.js").exists():
-        pytest.skip("needs reveal.js from npm: run `npm ci` in the repository root")
-    (deck,) = slides.build([LECTURES[0]], tmp_path / "slides", reveal=reveal)
+    (deck,) = slides.build([LECTURES[0]], tmp_path / "slides")  # the reveal.js it ships
     page = browser.new_page(viewport={"width": 1024, "height": 768})
     asked = []
 

@@ -10,8 +10,8 @@ open their students' servers, not the other way round.
 The settings that cannot work stop the hub at start with a message naming the setting; those
 are checked one by one, and once by starting the hub itself.
 
-Needs configurable-http-proxy (npm) on the PATH: .ci/run installs it; elsewhere this module is
-skipped, except under CI, where a missing proxy fails.
+The proxy is the PyPI package configurable-http-proxy (a Python implementation of JupyterHub's
+proxy, with the same command and options) that the dev extra installs beside Python.
 """
 
 import importlib.util
@@ -87,6 +87,8 @@ def settings_env(tmp_path_factory) -> dict:
 def hub_environ(settings: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "JUPYTER"))}
     env.update(settings, OMP_NUM_THREADS="1")
+    # the hub starts configurable-http-proxy from the PATH: this environment's own, first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # the single-user servers import lecture_lib and nbgrader from this checkout's environment
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return env
@@ -280,14 +282,12 @@ def hub_log(hub) -> str:
 
 @pytest.fixture(scope="module")
 def hub(settings_env, tmp_path_factory):
-    if shutil.which("configurable-http-proxy") is None:
-        reason = (
-            "configurable-http-proxy is not on the PATH: npm install -g configurable-http-proxy "
-            "(.ci/run does)"
+    path = hub_environ(settings_env)["PATH"]
+    if shutil.which("configurable-http-proxy", path=path) is None:
+        pytest.fail(
+            "configurable-http-proxy is not installed beside Python: it comes with the dev "
+            "extra, pip install -e '.[dev]'"
         )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
     state = tmp_path_factory.mktemp("hub")
     (state / "home").mkdir()
     port = free_port()

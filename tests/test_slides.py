@@ -12,12 +12,7 @@ from lecture_lib import slides
 
 ROOT = Path(__file__).resolve().parent.parent
 LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
-REVEAL = ROOT / "node_modules" / "reveal.js"
-
-needs_reveal = pytest.mark.skipif(
-    not (REVEAL / "dist" / "reveal.js").exists(),
-    reason="needs reveal.js from npm: run `npm ci` in the repository root",
-)
+REVEAL = slides.REVEAL  # reveal.js 4.6.1 as the course ships it
 
 LOADS = re.compile(
     r"""<(?:script|img|iframe)\b[^>]*\bsrc=["']([^"']+)["']"""
@@ -36,13 +31,10 @@ def loaded(html: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def decks(tmp_path_factory):
-    if not (REVEAL / "dist" / "reveal.js").exists():
-        pytest.skip("needs reveal.js from npm: run `npm ci` in the repository root")
     out = tmp_path_factory.mktemp("slides")
-    return out, slides.build(LECTURES, out, reveal=REVEAL)
+    return out, slides.build(LECTURES, out)  # the defaults: shipped reveal.js, PyPI's MathJax
 
 
-@needs_reveal
 def test_every_lecture_gets_a_deck_that_loads_nothing_from_the_internet(decks):
     out, written = decks
     assert [p.name for p in written] == [f"{p.stem}.slides.html" for p in LECTURES]
@@ -55,14 +47,12 @@ def test_every_lecture_gets_a_deck_that_loads_nothing_from_the_internet(decks):
                 assert (out / url.split("?")[0]).exists(), f"{deck.name}: {url} is missing"
 
 
-@needs_reveal
 def test_assets_are_reveal_4_and_mathjax_2_7(decks):
     out, _ = decks
     assert "* reveal.js 4." in (out / "assets/reveal.js/dist/reveal.js").read_text()[:100]
     assert 'version:"2.7.' in (out / "assets/mathjax/MathJax.js").read_text()
 
 
-@needs_reveal
 def test_code_is_hidden_and_explorers_show_their_picture(decks):
     out, written = decks
     html = written[0].read_text()  # 01_activations: code cells and a feature map browser
@@ -79,7 +69,6 @@ def test_code_is_hidden_and_explorers_show_their_picture(decks):
     assert pictures and all(picture in html for picture in pictures)
 
 
-@needs_reveal
 def test_code_can_be_shown_scrolling(tmp_path):
     (deck,) = slides.build(LECTURES[:1], tmp_path, code=True, reveal=REVEAL)
     html = deck.read_text()
@@ -96,7 +85,6 @@ def test_a_missing_asset_is_named(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written before the check
 
 
-@needs_reveal
 def test_a_missing_mathjax_file_is_named(tmp_path):
     mathjax = tmp_path / "mathjax"
     shutil.copytree(slides.default_mathjax(), mathjax)
@@ -109,4 +97,13 @@ def test_command_reports_a_missing_asset(tmp_path, capsys):
     status = slides.main([str(LECTURES[0]), "--out", str(tmp_path), "--reveal", str(tmp_path)])
     assert status == 1
     error = capsys.readouterr().err
-    assert "missing asset reveal.js/dist/reveal.js" in error and "npm ci" in error
+    assert "missing asset reveal.js/dist/reveal.js" in error and "--reveal" in error
+
+
+def test_reveal_is_shipped_with_its_license_and_installed_with_the_package():
+    for file in slides.REVEAL_FILES:
+        assert (REVEAL / file).exists(), file
+    assert "MIT" in (REVEAL / "LICENSE").read_text()
+    assert (REVEAL / "dist/theme/fonts/source-sans-pro/LICENSE").exists()
+    assert '"slides_assets/**/*"' in (ROOT / "pyproject.toml").read_text()  # package data
+    assert not (ROOT / "package.json").exists()  # no npm step anywhere
