@@ -18,22 +18,12 @@ import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from notebooks import LECTURES, ROOT, SOLUTIONS  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lecture_lib import evaluate, plot  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "lectures").glob("*.ipynb")) + [
-    ROOT / "solutions" / name / f"{name}.ipynb"
-    for name in (
-        "01_activations",
-        "02_saturation",
-        "03_saliency",
-        "05_guided_backprop",
-        "06_evaluation",
-        "07_beyond",
-    )
-]
+NOTEBOOKS = LECTURES + SOLUTIONS
 OUTPUT_AREA = 975
 """Pixels: the widest figure JupyterLab shows unscaled (about 970) and a few pixels of slack."""
 

@@ -12,24 +12,15 @@ from functools import cache
 from pathlib import Path
 
 import nbformat
+import notebooks
 import pytest
 import torch
+from notebooks import ROOT
 
 from lecture_lib import perturbation, rules
 
-ROOT = Path(__file__).resolve().parent.parent
-LECTURES = {path.stem[:2]: path for path in sorted((ROOT / "lectures").glob("*.ipynb"))}
-SOLUTIONS = {
-    name[:2]: ROOT / "solutions" / name / f"{name}.ipynb"
-    for name in (
-        "01_activations",
-        "02_saturation",
-        "03_saliency",
-        "05_guided_backprop",
-        "06_evaluation",
-        "07_beyond",
-    )
-}
+LECTURES = {path.stem[:2]: path for path in notebooks.LECTURES}
+SOLUTIONS = {path.stem[:2]: path for path in notebooks.SOLUTIONS}
 
 
 @cache
@@ -326,7 +317,11 @@ def test_03_flags_the_slips_of_the_slides():
     assert "that is a slip" in markdown(lecture("02"), "## The saturation problem")
 
 
-DATED_FILES = [*OWNED_TEXT, ROOT / "README.md", ROOT / "lecture_lib" / "plot.py"]
+DATED_FILES = [
+    *OWNED_TEXT,
+    ROOT / "README.md",
+    *sorted((ROOT / "lecture_lib" / "plot").glob("*.py")),
+]
 
 
 @pytest.mark.parametrize(
