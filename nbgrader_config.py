@@ -87,6 +87,14 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 2 CPU cores
+# c.SandboxedExecute.submission_timeout = 600  # seconds per submission; the cells past it not run
+
+# The feedback pages and the Formgrader render Markdown through the course's filter: the rendered
+# HTML cleaned with an allow-list (no script, no event handler, no javascript:/data: link or
+# picture), and maths as MathML, which browsers draw without loading MathJax from the network.
+c.HTMLExporter.filters = {"markdown2html": "lecture_lib.grading.pages.markdown2html"}
+c.HTMLExporter.mathjax_url = ""
+c.HTMLExporter.require_js_url = ""
 # c.SandboxedExecute.sandbox = False  # only where bubblewrap cannot run, for trusted work
 # c.SandboxedExecute.allow_library_answers = True  # points for answers that call the library
 # c.SandboxedExecute.memory_limit = 3 * 2**30  # bytes; also process_limit, output_limit

@@ -173,11 +173,11 @@ def _check_outputs(run, plan: CheckPlan, settings: Settings) -> list:
     return kept
 
 
-def library_copy(plans: dict) -> grading_copy.Path:
+def library_copy(plans: dict, keep_answers: bool = False) -> grading_copy.Path:
     """The grading copy of the library for a notebook with these check plans."""
     calls = [call for plan in plans.values() for call in plan.calls]
     return grading_copy.build(
-        grading_copy.plan([c.check for c in calls], [c.options for c in calls])
+        grading_copy.plan([c.check for c in calls], [c.options for c in calls], keep_answers)
     )
 
 
@@ -193,7 +193,7 @@ def grade_notebook(nb, settings: Settings, log=None) -> nbformat.NotebookNode:
         threads=settings.threads,
         files=settings.files,
         enabled=settings.sandbox,
-        library=library_copy(plans) if settings.sandbox else None,
+        library=library_copy(plans, settings.allow_library_answers) if settings.sandbox else None,
     ) as sandbox:
         if log is not None:
             where = "a bubblewrap sandbox" if settings.sandbox else "NO sandbox"

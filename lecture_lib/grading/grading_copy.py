@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import importlib
 import shutil
 import tempfile
 import threading
@@ -150,14 +151,22 @@ def _reach(g: Graph, roots, within: set[str] | None = None) -> set[str]:
 class Plan:
     """What the grading copy lacks (``absent``) and what keeps a call record (``recorded``)."""
 
-    absent: frozenset
-    recorded: frozenset
+    absent: frozenset  # dotted names where defined
+    recorded: frozenset  # (dotted name where defined, public name that Check.library lists)
 
 
-def _check_parts(checks_module) -> dict[str, tuple[str, str, tuple]]:
-    """``{check: (run's dotted name, judge's dotted name, library)}``."""
-    from .. import checks as _  # noqa: F401 (the Check class)
+def _defined_as(name: str) -> str:
+    """Where the library function ``name`` (a public dotted name) is defined."""
+    module, _, attribute = name.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module), attribute)
+        return f"{value.__module__}.{value.__qualname__}"
+    except (ImportError, AttributeError):
+        return name
 
+
+def _check_parts(checks_module) -> dict[str, tuple[str, str, tuple, dict]]:
+    """``{check: (run's dotted name, judge's dotted name, library, where each is defined)}``."""
     found = {}
     for name, value in vars(checks_module).items():
         if type(value).__name__ == "Check":
@@ -165,22 +174,24 @@ def _check_parts(checks_module) -> dict[str, tuple[str, str, tuple]]:
             found[name] = (
                 f"{run.__module__}.{run.__name__}",
                 f"{judge.__module__}.{judge.__name__}",
-                tuple(value.library),
+                tuple(_defined_as(n) for n in value.library),
+                {_defined_as(n): n for n in value.library},
             )
     return found
 
 
-def plan(checks_called: list[str], options: list[dict] | None = None) -> Plan:
-    """The plan for a notebook whose check cells call ``checks_called`` with ``options``."""
+def plan(
+    checks_called: list[str], options: list[dict] | None = None, keep_answers: bool = False
+) -> Plan:
+    """The plan for a notebook whose check cells call ``checks_called`` with ``options``;
+    ``keep_answers`` (``allow_library_answers``) leaves out only the judges' own code."""
     from .. import checks
 
     g = graph()
     parts = _check_parts(checks)
     runs = [parts[c][0] for c in checks_called if c in parts]
     judges = [parts[c][1] for c in checks_called if c in parts]
-    check_modules = {parts[c][0].rpartition(".")[0] for c in parts} | {
-        parts[c][1].rpartition(".")[0] for c in parts
-    }
+    check_modules = {m for m in g.modules if m.split(".")[:2] == [PACKAGE, "checks"]}
     all_runs = [p[0] for p in parts.values()]
     all_judges = [p[1] for p in parts.values()]
     # The checks' own code that only a judge half uses (of any check): absent.
@@ -204,8 +215,9 @@ def plan(checks_called: list[str], options: list[dict] | None = None) -> Plan:
         if f"{module}.{value}" in g.defined
     }
     needed |= _reach(g, handed)
-    absent = (wanted | judge_code) - needed
-    recorded = {n for c in checks_called if c in parts for n in parts[c][2]} & needed
+    absent = (judge_code if keep_answers else wanted | judge_code) - needed
+    public = {d: n for c in checks_called if c in parts for d, n in parts[c][3].items()}
+    recorded = {(d, public[d]) for d in set(public) & needed}  # recorded by its public name
     return Plan(frozenset(n for n in absent if n in g.defined), frozenset(recorded))
 
 
@@ -233,10 +245,10 @@ def _rewrite(module: str, tree: ast.Module, p: Plan) -> ast.Module:
                 f"raise __import__({error!r}, fromlist=['x']).NotAvailableWhileGrading("
                 f"{_message(name)!r})"
             ).body
-        elif name in p.recorded:
+        elif name in dict(p.recorded):
             record = ast.parse(
                 f"__import__({PACKAGE + '.grading.collect'!r}, fromlist=['x'])"
-                f".LIBRARY_CALLS.append({name!r})"
+                f".LIBRARY_CALLS.append({dict(p.recorded)[name]!r})"
             ).body
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from .sandbox import Sandbox
 KEPT_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
 """What a graded notebook keeps of a rich output. HTML, JavaScript, Markdown and SVG would run
 or render in the feedback and in the instructor's Formgrader; they are dropped."""
+
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 
 PREAMBLE = "import lecture_lib.grading.collect"
 """Run silently in every fresh kernel before the student's first cell."""
@@ -128,7 +131,13 @@ class Outputs:
             if isinstance(data, dict) and wire.MIME in data:
                 self._observation(data[wire.MIME])
                 return
-            kept = {k: v for k, v in data.items() if k in KEPT_MIME_TYPES and isinstance(v, str)}
+            kept = {
+                k: v
+                for k, v in data.items()
+                if k in KEPT_MIME_TYPES
+                and isinstance(v, str)
+                and (k == "text/plain" or BASE64.fullmatch(v))
+            }  # a picture is base64 and nothing else: the pages put it in an attribute
             if not kept:
                 kept = {"text/plain": f"[an output of type {', '.join(sorted(data))[:200]}]"}
             if not self._fits(sum(len(v) for v in kept.values())):
