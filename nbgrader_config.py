@@ -93,8 +93,17 @@ c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 
 # HTML cleaned with an allow-list (no script, no event handler, no javascript:/data: link or
 # picture), and maths as MathML, which browsers draw without loading MathJax from the network.
 c.HTMLExporter.filters = {"markdown2html": "lecture_lib.grading.pages.markdown2html"}
-c.HTMLExporter.mathjax_url = ""
-c.HTMLExporter.require_js_url = ""
+# The feedback pages load no MathJax from the network (lecture_lib/grading/templates/feedback).
+import nbgrader  # noqa: E402
+
+c.HTMLExporter.extra_template_basedirs = [
+    os.path.join(
+        os.path.dirname(os.path.abspath(__import__("lecture_lib").__file__)), "grading", "templates"
+    ),
+    os.path.join(
+        os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates"
+    ),
+]
 # c.SandboxedExecute.sandbox = False  # only where bubblewrap cannot run, for trusted work
 # c.SandboxedExecute.allow_library_answers = True  # points for answers that call the library
 # c.SandboxedExecute.memory_limit = 3 * 2**30  # bytes; also process_limit, output_limit
