@@ -61,6 +61,7 @@ class Settings:
     threads: int = 1
     files: dict = field(default_factory=dict)
     submission_timeout: float = 600
+    label: str = "this submission"  # who and what, for the log
 
 
 def is_check_cell(cell) -> bool:
@@ -232,7 +233,7 @@ def _run_cells(
             cell.outputs = [_error("NotGraded", note)] if plan else [_text(f"[{note}]")]
             continue
         try:
-            faults = _run_cell(nb, index, plan, kernel, settings, replay, faults, deadline)
+            faults = _run_cell(nb, index, plan, kernel, settings, replay, faults, deadline, log)
         except Exception as error:  # what a kernel sent broke the grader's reading: this cell only
             text = (
                 f"The grader could not handle what this cell's kernel sent "
@@ -240,10 +241,12 @@ def _run_cells(
             )
             cell.outputs = [_error("GradingError", text)]
             if log is not None:
-                log.error("Cell %d: %s", index, text)
+                log.error("%s, cell %d: %s", settings.label, index, text)
 
 
-def _run_cell(nb, index, plan, kernel, settings: Settings, replay, faults: int, deadline) -> int:
+def _run_cell(
+    nb, index, plan, kernel, settings: Settings, replay, faults: int, deadline, log=None
+) -> int:
     """Run one cell (its check when it is a check cell); returns the count of faults."""
     cell, left = nb.cells[index], deadline - time.monotonic()
     if plan is not None and plan.problem is None:
@@ -381,6 +384,7 @@ class SandboxedExecute(Execute):
             threads=self.threads,
             files=self._assignment_files(resources),
             submission_timeout=self.submission_timeout,
+            label="{student}'s {assignment}".format(**resources.get("nbgrader", {})),
         )
 
     def _converter(self):
