@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import functools
 import importlib
 import shutil
 import tempfile
@@ -81,7 +82,9 @@ class Graph:
     modules: set[str]
 
 
+@functools.lru_cache(maxsize=1)
 def graph() -> Graph:
+    """The library's graph, read once per process (the library does not change while grading)."""
     sources = _sources()
     modules = set(sources)
     defined: dict[str, ast.AST] = {}
