@@ -782,8 +782,12 @@ def test_outputs_are_capped_and_keep_no_html(course):
 
 def test_written_answers_show_as_written_without_script_and_with_maths(course):
     page = feedback(course, "floods")
-    for attack in ("alert(2)", "javascript:", "data:image/svg", "onerror", "alert(5)"):
+    for attack in ("alert(2)", "alert(3)", "data:image/svg", "onerror", "alert(5)", "alert(6)"):
         assert attack not in page, attack
+    addresses = re.findall(r"""(?:href|src)\s*=\s*["']?\s*([a-zA-Z]+):""", page)
+    assert set(addresses) <= {"http", "https", "data"}, addresses
+    pictures = re.findall(r"""(?:href|src)\s*=\s*["']?\s*data:([^;,]*)""", page)
+    assert set(pictures) <= {"image/png", "image/jpeg"}, pictures  # the grader's own outputs
     assert "a &lt; b &amp; c &gt; d" in page and "&amp;lt;" not in page
     assert "<math" in page and "<mi>w</mi>" in page and "cdnjs" not in page
 

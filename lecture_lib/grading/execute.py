@@ -263,6 +263,12 @@ def _run_cell(
     budget = left < settings.timeout
     run = kernel.run(source, min(settings.timeout, left), settings.output_limit)
     cell.outputs, cell.execution_count = run.outputs, run.execution_count
+    unreadable = run.unreadable + [str(m) for m in run.observations if isinstance(m, Exception)]
+    if unreadable and log is not None:
+        log.warning(
+            "%s, cell %d: %d message(s) from the kernel could not be read (%s); they cost "
+            "this cell only.", settings.label, index, len(unreadable), unreadable[0][:200],
+        )  # fmt: skip
     if budget and run.status == "timeout":
         cell.outputs.append(
             _text(
