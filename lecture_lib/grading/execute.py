@@ -163,10 +163,20 @@ def _check_outputs(run, plan: CheckPlan, settings: Settings) -> list:
         refused = f"{len(run.unreadable)} message(s) from the kernel could not be read."
     if refused:
         return [*kept, _error("GradingError", verdict.GRADING_REFUSED.format(reason=refused))]
+    import torch
+
     with JUDGE_LOCK:
-        decision = verdict.decide(
-            plan.calls, plan.seeds, observations, plan.library_use, settings.allow_library_answers
-        )
+        # The references are computed on the kernel's threads (the library keeps a caller's
+        # setting of one thread): the same sums in the same order as the student's kernel.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, settings.threads))
+        try:
+            decision = verdict.decide(
+                plan.calls, plan.seeds, observations, plan.library_use,
+                settings.allow_library_answers,
+            )  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
     if decision.lines:
         kept.append(_text("\n".join(decision.lines)))
     if not decision.passed:

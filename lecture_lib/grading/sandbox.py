@@ -300,6 +300,9 @@ class Sandbox:
             "OMP_NUM_THREADS": str(self.threads),
             "NBGRADER_EXECUTION": "autograde",
         }
+        for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):  # compute as the grader does
+            if name in os.environ:
+                env[name] = os.environ[name]
         if not _inside(_library_dir(), _python_roots()):
             env["PYTHONPATH"] = library_parent
         return env
