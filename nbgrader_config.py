@@ -87,6 +87,23 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 2 CPU cores
+# c.SandboxedExecute.submission_timeout = 600  # seconds per submission; the cells past it not run
+
+# The feedback pages and the Formgrader render Markdown through the course's filter: the rendered
+# HTML cleaned with an allow-list (no script, no event handler, no javascript:/data: link or
+# picture), and maths as MathML, which browsers draw without loading MathJax from the network.
+c.HTMLExporter.filters = {"markdown2html": "lecture_lib.grading.pages.markdown2html"}
+# The feedback pages load no MathJax from the network (lecture_lib/grading/templates/feedback).
+import nbgrader  # noqa: E402
+
+c.HTMLExporter.extra_template_basedirs = [
+    os.path.join(
+        os.path.dirname(os.path.abspath(__import__("lecture_lib").__file__)), "grading", "templates"
+    ),
+    os.path.join(
+        os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates"
+    ),
+]
 # c.SandboxedExecute.sandbox = False  # only where bubblewrap cannot run, for trusted work
 # c.SandboxedExecute.allow_library_answers = True  # points for answers that call the library
 # c.SandboxedExecute.memory_limit = 3 * 2**30  # bytes; also process_limit, output_limit

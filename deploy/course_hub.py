@@ -98,6 +98,8 @@ def check(settings: Settings) -> Course:
     check_exchange(settings.exchange)
     course = read_course(settings.course_dir)
     check_course_exchange(course, settings.exchange)
+    if settings.spawner != "simple":  # "simple": everyone is the hub's user (tests only)
+        check_private(settings.course_dir, settings.students)
     return course
 
 
@@ -233,6 +235,75 @@ def read_course(course_dir: Path) -> Course:
     if not exchange.is_absolute():
         exchange = course_dir / exchange
     return Course(course_id=found["course_id"], exchange=exchange)
+
+
+PRIVATE = ("solutions", "grading", ".git")
+"""What only instructors may read in the course directory: the solutions, the grading work
+(gradebook, submissions, feedback) and the history (every solution ever committed)."""
+
+
+def _identity(user: str | None) -> tuple[int | None, set[int]]:
+    """A system user's uid and groups; ``(None, set())`` for anyone else."""
+    import grp
+    import pwd
+
+    if user is None:
+        return None, set()
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None, set()
+    groups = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {entry.pw_gid}
+    return entry.pw_uid, groups
+
+
+def _allowed(info: os.stat_result, uid: int | None, groups: set[int], want: int) -> bool:
+    """Does ``uid`` (in ``groups``) have the permission bits ``want`` (4 r, 1 x) on ``info``?"""
+    if uid is not None and info.st_uid == uid:
+        return bool(info.st_mode >> 6 & want == want)
+    if info.st_gid in groups:
+        return bool(info.st_mode >> 3 & want == want)
+    return bool(info.st_mode & want == want)
+
+
+def readable_by(course_dir: Path, path: Path, user: str | None) -> bool:
+    """Can ``user`` (None: any user of the machine) reach ``path`` in ``course_dir`` and read it?"""
+    uid, groups = _identity(user)
+    if uid == 0:
+        return True
+    inside = path.relative_to(course_dir).parts
+    folders = [course_dir.joinpath(*inside[:i]) for i in range(len(inside))]
+    if not all(_allowed(folder.stat(), uid, groups, 1) for folder in folders):
+        return False
+    return _allowed(path.stat(), uid, groups, 4)
+
+
+def check_private(course_dir: Path, students: tuple[str, ...]) -> None:
+    """The solutions, the grading work and the history must be closed to every student (and to
+    any other user of the machine): the hub does not start while one could read them."""
+    for name in PRIVATE:
+        path = course_dir / name
+        if not path.exists():
+            continue
+        for user in [None, *students]:
+            if not readable_by(course_dir, path, user):
+                continue
+            who = "every user of this machine" if user is None else f"the student {user}"
+            fix = (
+                f"chgrp -R instructors {course_dir} && chmod -R o-rwx {course_dir} "
+                "(the instructors' group, README: Install)"
+            )
+            group = course_dir.stat().st_gid
+            if user is not None and group in _identity(user)[1]:
+                import grp
+
+                fix = f"gpasswd -d {user} {grp.getgrgid(group).gr_name}; then {fix}"
+            raise SettingError(
+                f"COURSE_DIR={course_dir}: {who} can read {path} (solutions, grading data or "
+                f"the course's history). Close the course directory to all but the "
+                f"instructors: {fix}. Students get the lectures and the released exercises "
+                "elsewhere (the installed package and nbgrader's exchange)."
+            )
 
 
 def check_course_exchange(course: Course, exchange: Path) -> None:

@@ -18,7 +18,6 @@ nbgrader's exported grades: this test depends on what autograding gives, not on 
 import csv
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,16 +80,12 @@ def work(notebook: Path, answer: tuple[str, ...]) -> None:
 
 
 @pytest.fixture(scope="module")
-def cycle(tmp_path_factory) -> dict:
+def cycle(tmp_path_factory, make_course) -> dict:
     tmp = tmp_path_factory.mktemp("exchange_cycle")
     exchange = tmp / "exchange"
     exchange.mkdir()
     exchange.chmod(0o1777)
-    course = tmp / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "exercises", course / "exercises")
+    course = make_course(tmp / "course")
     instructor_home = tmp / "home" / "instructor"
     instructor_home.mkdir(parents=True)
 

@@ -267,10 +267,18 @@ def memory(nb, ex, course):
     )
 
 
+WRITTEN_ATTACKS = (
+    "\n<script>alert(2)</script>\n\n[see](javascript:alert(3)) "
+    "![x](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoNCk+PC9zdmc+) "
+    '<a href="javascript:alert(5)">y</a> <img src=x onerror=alert(6)> '
+    "so a < b & c > d, and $S_c(I) \\approx w^T I + b$\n"
+)
+
+
 def floods(nb, ex, course):
     """A 50 MB line of output, a large HTML output with a script, and a script in a written
     answer (which the instructor opens in the Formgrader)."""
-    cell(nb, "deconvnet_written").source += "\n<script>alert(2)</script>\n"
+    cell(nb, "deconvnet_written").source += WRITTEN_ATTACKS
     return insert_after(
         nb,
         "setup",
@@ -299,6 +307,115 @@ def hardcoded(nb, ex, course):
     return nb
 
 
+FORGE = (
+    "import IPython, numpy as np\n"
+    "from IPython.display import display\n"
+    "from lecture_lib import rules, checks\n"
+    "from lecture_lib.grading import wire\n"
+    "def forged(call, seed):\n"
+    "    # the library's own answer, computed on the check's own cases: absent while grading\n"
+    "    try:\n"
+    "        cases = checks.relu_rules._relu_cases(seed)\n"
+    "        return {'cases': [{'got': rules.relu_backward(x, r, 'deconvnet'), 'in_place': False}\n"
+    "                          for x, r in cases]}\n"
+    "    except Exception as error:\n"
+    "        print('forging failed:', type(error).__name__)\n"
+    "        return {'cases': []}\n"
+)
+
+
+def forged_messages(nb, ex, course):
+    """Nothing answered; an event hook displays results of its own, computed with the library's
+    answer (or with no cases at all), whenever a check cell runs."""
+    return insert_after(
+        copy.deepcopy(ex),
+        "setup",
+        FORGE + "def hook(info):\n"
+        "    if 'send_observations' in (info.raw_cell or ''):\n"
+        "        for call in range(4):\n"
+        "            message = {'call': call, 'case': 0, 'observed': forged(call, None),\n"
+        "                       'library_calls': []}\n"
+        "            display({wire.MIME: wire.encode(message)}, raw=True)\n"
+        "IPython.get_ipython().events.register('pre_run_cell', hook)\n",
+    )
+
+
+def forged_patch(nb, ex, course):
+    """Nothing answered; an event hook replaces the grading code in the kernel so that each check
+    sends only a forged result: the library's answer where it can, else no cases at all."""
+    return insert_after(
+        copy.deepcopy(ex),
+        "setup",
+        FORGE + "import lecture_lib.grading.collect as G\n"
+        "def fake(check, answer, options, seed):\n"
+        "    return {'observed': forged(check, seed), 'library_calls': []}\n"
+        "def hook(info):\n"
+        "    G.observe_call = fake\n"
+        "IPython.get_ipython().events.register('pre_run_cell', hook)\n",
+    )
+
+
+def threaded_library(nb, ex, course):
+    """Question 1 answered by the library's own answer, called through an alias in a worker
+    thread (the kernel's call tracing sees only its own thread)."""
+    cell(nb, "relu_backward_deconvnet").source = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import lecture_lib\n"
+        "R = lecture_lib.rules\n\n"
+        "def relu_backward_deconvnet(forward_input, grad_output):\n"
+        "    if True:\n"
+        "        def inner():\n"
+        "            return R.relu_backward(forward_input, grad_output, 'deconvnet')\n"
+        "    with ThreadPoolExecutor(1) as pool:\n"
+        "        return pool.submit(inner).result()\n"
+    )
+    return nb
+
+
+def odd_messages(nb, ex, course):
+    """Correct answers; while question 2's check runs, the kernel sends results nested 100,000
+    deep, a huge number, and messages with odd headers and content."""
+    return insert_after(
+        nb,
+        "setup",
+        "import IPython\n"
+        "from IPython.display import display\n"
+        "from lecture_lib.grading import wire\n"
+        "def hook(info):\n"
+        "    if 'check_relu_function' in (info.raw_cell or ''):\n"
+        "        display({wire.MIME: '[' * 100_000 + ']' * 100_000}, raw=True)\n"
+        "        display({wire.MIME: {'not': 'text'}}, raw=True)\n"
+        "        display({wire.MIME: '{\"call\": 1e999999}'}, raw=True)\n"
+        "        kernel = IPython.get_ipython().kernel\n"
+        "        kernel.session.send(kernel.iopub_socket, 'display_data', content=[1, 2],\n"
+        "                            parent=kernel.get_parent())\n"
+        "        kernel.session.send(kernel.iopub_socket, 'stream',\n"
+        "                            content={'name': 'stdout', 'text': [[[]]]},\n"
+        "                            parent=kernel.get_parent())\n"
+        "IPython.get_ipython().events.register('pre_run_cell', hook)\n"
+        "display({wire.MIME: '[' * 100_000 + ']' * 100_000}, raw=True)  # outside a check: ignored\n",
+    )
+
+
+def fills_shm(nb, ex, course):
+    """Correct answers; a cell writes to /dev/shm until it is full."""
+    return insert_after(
+        nb,
+        "setup",
+        "written = 0\n"
+        "try:\n"
+        "    with open('/dev/shm/fill', 'wb') as file:\n"
+        "        for _ in range(1100):\n"
+        "            file.write(b'x' * 2**20)\n"
+        "            written += 1\n"
+        "except OSError as error:\n"
+        "    print('shm refused:', type(error).__name__)\n"
+        "print('shm written MiB:', written)\n"
+        "import os\n"
+        "os.remove('/dev/shm/fill')\n",
+    )
+
+
 HOSTILE = {
     # student: (how, the questions it loses)
     "wrong": (wrong, [Q1]),
@@ -319,6 +436,11 @@ HOSTILE = {
     "floods": (floods, []),
     "library_answer": (library_answer, [Q1]),
     "hardcoded": (hardcoded, [Q1]),
+    "forged_messages": (forged_messages, [Q1, Q2, Q3]),
+    "forged_patch": (forged_patch, [Q1, Q2, Q3]),
+    "threaded_library": (threaded_library, [Q1]),
+    "odd_messages": (odd_messages, [Q2]),
+    "fills_shm": (fills_shm, []),
 }
 
 BROKEN = {  # submissions that are not a notebook of this assignment: zero, with a note
@@ -340,6 +462,19 @@ def library_integrated_gradients(nb):
     return nb
 
 
+def threaded_integrated_gradients(nb):
+    """Assignment 02: attribution.integrated_gradients through an alias, in a worker thread."""
+    cell(nb, "integrated_gradients").source = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "A = attribution\n\n"
+        "def integrated_gradients(model, x, baseline, steps):\n"
+        "    with ThreadPoolExecutor(1) as pool:\n"
+        "        job = pool.submit(A.integrated_gradients, model, x, 0, baseline=baseline, steps=steps)\n"
+        "        return job.result()\n"
+    )
+    return nb
+
+
 def students(assignment: str, course: Path, port: int) -> dict:
     """Each student's submission (a notebook, or raw text/bytes), by student id."""
     solution = read(notebook_path(ROOT / "solutions", assignment))
@@ -347,6 +482,7 @@ def students(assignment: str, course: Path, port: int) -> dict:
     handed_in = {"full": solution, "untouched": exercise}
     if assignment == "02_saturation":
         handed_in["library_answer"] = library_integrated_gradients(copy.deepcopy(solution))
+        handed_in["library_thread"] = threaded_integrated_gradients(copy.deepcopy(solution))
     if assignment == SCENARIOS:
         for student, (how, _) in HOSTILE.items():
             nb = how(copy.deepcopy(solution), copy.deepcopy(exercise), course)
@@ -383,17 +519,14 @@ class Listener(http.server.BaseHTTPRequestHandler):
 # --- the course, generated and graded once for all tests --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory) -> Path:
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "exercises", course / "exercises")
+@pytest.fixture(scope="session")
+def course(tmp_path_factory, make_course) -> Path:
+    course = make_course(tmp_path_factory.mktemp("course"))
     nbgrader(course, "generate_assignment", "*", "--force")
     return course
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graded(course) -> dict:
     """Hand in every submission, autograde all, generate feedback and export grades."""
     server = http.server.HTTPServer(("127.0.0.1", 0), Listener)
@@ -573,17 +706,39 @@ def test_the_other_assignment_is_named_in_the_note(course):
 
 
 def test_an_answer_that_calls_the_library_earns_nothing_and_is_told_why(graded, course):
-    assert lost_points(graded, "library_answer", "02_saturation") == {
-        "test_integrated_gradients": 3
-    }
+    for student in ("library_answer", "library_thread"):
+        assert lost_points(graded, student, "02_saturation") == {"test_integrated_gradients": 3}
     assert "the library's own answer" in feedback(course, "library_answer")
+    assert "not available while grading" in feedback(course, "threaded_library")
+
+
+def test_forged_results_are_refused_and_said_so(course):
+    assert "no call of this check cell asked for" in feedback(course, "forged_messages")
+    page = feedback(course, "forged_patch")
+    assert "forging failed" in page and "the check asked for" in page
+
+
+def test_a_message_the_grader_cannot_read_costs_only_its_cell(graded, course):
+    assert "could not be read" in feedback(course, "odd_messages")
+    lines = [line for line in graded["log"].splitlines() if "odd_messages" in line]
+    assert any("could not be read" in line for line in lines), lines
+
+
+def test_shared_memory_is_capped_like_tmp(course):
+    graded_nb = read(notebook_path(course / "grading" / "autograded" / "fills_shm", SCENARIOS))
+    printed = "".join(
+        o.get("text", "") for c in graded_nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "shm refused: OSError" in printed
+    written = int(printed.split("shm written MiB:")[1].split()[0])
+    assert written <= 512
 
 
 def test_nothing_a_submission_does_changes_the_course_or_other_submissions(graded):
     assert graded["before"] == graded["after"]
     assert graded["config_unchanged"]
     submissions = len(graded["before"]["grading/submitted"])
-    assert submissions == 2 * len(ASSIGNMENTS) + 1 + len(HOSTILE) + len(BROKEN)
+    assert submissions == 2 * len(ASSIGNMENTS) + 2 + len(HOSTILE) + len(BROKEN)
 
 
 def test_no_submission_reaches_the_network_or_leaves_a_process(graded):
@@ -625,6 +780,18 @@ def test_outputs_are_capped_and_keep_no_html(course):
     assert "<script>alert(2)" not in page
 
 
+def test_written_answers_show_as_written_without_script_and_with_maths(course):
+    page = feedback(course, "floods")
+    for attack in ("alert(2)", "alert(3)", "data:image/svg", "onerror", "alert(5)", "alert(6)"):
+        assert attack not in page, attack
+    addresses = re.findall(r"""(?:href|src)\s*=\s*["']?\s*([a-zA-Z]+):""", page)
+    assert set(addresses) <= {"http", "https", "data"}, addresses
+    pictures = re.findall(r"""(?:href|src)\s*=\s*["']?\s*data:([^;,]*)""", page)
+    assert set(pictures) <= {"image/png", "image/jpeg"}, pictures  # the grader's own outputs
+    assert "a &lt; b &amp; c &gt; d" in page and "&amp;lt;" not in page
+    assert "<math" in page and "<mi>w</mi>" in page and "cdnjs" not in page
+
+
 def test_hidden_cases_are_drawn_at_grading_time(course):
     """The hidden checks do not run on the seeds written in the solution."""
     autograded = read(notebook_path(course / "grading" / "autograded" / "full", SCENARIOS))
@@ -656,7 +823,7 @@ def test_library_answers_can_be_allowed(graded, course):
         "--student=library_answer",
         "--force",
         "--SandboxedExecute.allow_library_answers=True",
-    )
+    )  # the grading copy then keeps the library's answers
     assert (
         lost_points({"scores": {**graded["scores"], **gradebook_scores(course)}}, "library_answer")
         == {}

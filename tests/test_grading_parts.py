@@ -310,3 +310,173 @@ def test_grading_a_notebook_without_a_sandbox_still_decides_outside_the_kernel()
     graded = grade_notebook(nb, Settings(sandbox=False, timeout=60))
     (error,) = [o for o in graded.cells[2].outputs if o.output_type == "error"]
     assert "exactly what the gradient rule gives" in error.evalue
+
+
+# --- what came back is taken only as asked -----------------------------------------------------
+
+
+def test_an_observation_without_the_cases_the_check_asked_for_is_refused():
+    calls = verdict.parse_check_cell('checks.check_relu_backward(answer, rule="deconvnet", seed=3)')
+    seeds = verdict.draw_seeds(calls)
+    right = kernel_side(calls, seeds, {"answer": deconvnet_rule})
+    assert verdict.decide(calls, seeds, right).passed
+    for forged in ([], right[0, 0]["observed"]["cases"][:1], {}, "cases"):
+        sent = {(0, 0): {"observed": {"cases": forged}, "library_calls": []}}
+        decision = verdict.decide(calls, seeds, sent)
+        assert not decision.passed, forged
+        assert "earns no points" in decision.failure or "could not be read" in decision.failure
+    sent = {(0, 0): {"observed": {}, "library_calls": []}}  # no cases at all
+    assert not verdict.decide(calls, seeds, sent).passed
+
+
+def test_duplicated_unsolicited_and_unreadable_messages_are_refused():
+    calls = verdict.parse_check_cell('checks.check_relu_backward(a, rule="deconvnet")')
+    one = {"call": 0, "case": 0, "observed": {}, "library_calls": []}
+    assert verdict.gather([one], calls) == ({(0, 0): one}, None)
+    _, why = verdict.gather([one, dict(one)], calls)
+    assert "more than one result" in why
+    for stray in ({**one, "call": 1}, {**one, "case": 1}, {**one, "call": "0"}, [1], None):
+        _, why = verdict.gather([stray], calls)
+        assert "no call of this check cell asked for" in why, stray
+    _, why = verdict.gather([ValueError("nested too deep")], calls)
+    assert "could not be read" in why
+
+
+def test_the_wire_refuses_deep_nesting_and_huge_arrays_without_recursing():
+    for text in (
+        "[" * 200_000 + "]" * 200_000,
+        '{"a":' * 60 + "1" + "}" * 60,
+        '{"__array__": "AA==", "dtype": "<f8", "shape": [100000000000]}',
+        '{"__array__": "AA==", "dtype": "<f8", "shape": [-1]}',
+        "1e999999",
+    ):
+        try:
+            value = wire.decode(text)
+        except ValueError:
+            continue
+        assert value == float("inf"), text  # JSON's infinity is data; the judge refuses it
+
+
+def test_the_grading_copy_lacks_the_answers_and_the_references():
+    from lecture_lib.grading import grading_copy
+
+    plan = grading_copy.plan(["check_integrated_gradients"], [{}])
+    assert "lecture_lib.attribution.integrated_gradients" in plan.absent
+    assert "lecture_lib.attribution.gradient" in plan.absent  # what the judge computes with
+    judge = checks.check_integrated_gradients.judge
+    assert f"{judge.__module__}.{judge.__name__}" in plan.absent
+    assert "lecture_lib.checks.core.observe" not in plan.absent  # the run half's own helper
+    folder = grading_copy.build(plan)
+    assert not list(folder.rglob("*.pyc")) and not list(folder.rglob("__pycache__"))
+    text = (folder / "attribution.py").read_text()
+    assert "NotAvailableWhileGrading" in text
+    smooth = grading_copy.plan(["check_smoothgrad"], [{"method": "saliency"}])
+    assert "lecture_lib.attribution.saliency" not in smooth.absent  # handed to the answer
+    assert "lecture_lib.attribution.smoothgrad" in smooth.absent
+    allowed = grading_copy.plan(["check_integrated_gradients"], [{}], keep_answers=True)
+    assert "lecture_lib.attribution.integrated_gradients" not in allowed.absent
+
+
+def test_in_the_sandbox_the_library_answer_is_absent_from_every_copy(tmp_path):
+    from lecture_lib.grading import grading_copy
+    from lecture_lib.grading.kernel import SandboxKernel
+    from lecture_lib.grading.sandbox import GiB, Sandbox
+
+    plan = grading_copy.plan(["check_integrated_gradients"], [{}])
+    with Sandbox(memory_limit=GiB, library=grading_copy.build(plan)) as sandbox:
+        running = SandboxKernel(sandbox)
+        running.start()
+        try:
+            run = running.run(
+                "import glob, threading, lecture_lib, sys\n"
+                "from lecture_lib import attribution as A\n"
+                "out = []\n"
+                "def worker():\n"
+                "    try:\n"
+                "        A.integrated_gradients(None, None, 0)\n"
+                "    except Exception as error:\n"
+                "        out.append(type(error).__name__)\n"
+                "t = threading.Thread(target=worker); t.start(); t.join()\n"
+                "print(out)\n"
+                "roots = [r for r in sys.path if r] + ['/work', '/tmp', '/home', '/opt']\n"
+                "found = {p for r in roots for p in glob.glob(r + '/**/lecture_lib/**', recursive=True)}\n"
+                "sources = [p for p in found if p.endswith('attribution.py')]\n"
+                "print(all(b'NotAvailableWhileGrading' in open(p, 'rb').read() for p in sources),"
+                " len(sources) > 0)\n"
+                "print(len([p for p in found if p.endswith('.pyc')]))\n",
+                timeout=300,
+            )
+        finally:
+            running.stop()
+    printed = "".join(o.get("text", "") for o in run.outputs)
+    assert "['NotAvailableWhileGrading']" in printed, run.outputs
+    assert printed.splitlines()[-2] == "True True"  # every copy of the source lacks it
+    assert printed.splitlines()[-1] == "0"  # no bytecode of the library anywhere
+
+
+def test_dev_shm_is_private_and_capped_like_tmp():
+    from lecture_lib.grading.kernel import SandboxKernel
+    from lecture_lib.grading.sandbox import GiB, Sandbox
+
+    with Sandbox(memory_limit=GiB, disk_limit=64 * 2**20) as sandbox:
+        running = SandboxKernel(sandbox)
+        running.start()
+        try:
+            run = running.run(
+                "import os\nprint(os.listdir('/dev/shm'))\nwritten = 0\ntry:\n"
+                "    with open('/dev/shm/f', 'wb') as f:\n"
+                "        for _ in range(200):\n"
+                "            f.write(b'x' * 2**20)\n            f.flush()\n            written += 1\n"
+                "except OSError as e:\n    print('refused', written)\n",
+                timeout=60,
+            )
+        finally:
+            running.stop()
+    text = "".join(o.get("text", "") for o in run.outputs)
+    assert text.startswith("[]") and "refused" in text, run.outputs
+    assert int(text.split("refused")[1].split()[0]) <= 64
+
+
+def test_a_submission_stops_at_its_time_budget_and_keeps_its_points():
+    from lecture_lib.grading.execute import Settings, grade_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import numpy as np"),
+        nbformat.v4.new_code_cell("def answer(x, r):\n    return np.where(r > 0, r, 0)"),
+        nbformat.v4.new_code_cell('checks.check_relu_backward(answer, rule="deconvnet")'),
+    ] + [nbformat.v4.new_code_cell("import time\ntime.sleep(5)") for _ in range(30)]
+    nb.cells.append(
+        nbformat.v4.new_code_cell('checks.check_relu_backward(answer, rule="deconvnet")')
+    )
+    for index in (2, len(nb.cells) - 1):
+        nb.cells[index].metadata["nbgrader"] = {
+            "grade": True,
+            "solution": False,
+            "grade_id": f"t{index}",
+        }
+    start = time.monotonic()
+    graded = grade_notebook(nb, Settings(timeout=4, submission_timeout=30))
+    took = time.monotonic() - start
+    assert took < 30 + 60, took  # the budget, plus the kernel's start and the last interrupt
+    assert not [o for o in graded.cells[2].outputs if o.output_type == "error"]
+    notes = "".join(str(o) for c in graded.cells[3:] for o in c.outputs)
+    assert "used up its 30 s of grading time" in notes
+    (error,) = [o for o in graded.cells[-1].outputs if o.output_type == "error"]
+    assert error.ename == "NotGraded"
+
+
+def test_the_instant_check_notes_the_library_answer_called_from_a_worker_thread(capsys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lecture_lib import attribution
+
+    alias = attribution
+
+    def answer(model, x, baseline, steps):
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(alias.integrated_gradients, model, x, 0, baseline=baseline)
+            return job.result()
+
+    checks.check_integrated_gradients(answer)
+    assert "the library's own answer" in capsys.readouterr().out

@@ -173,6 +173,31 @@ def test_bad_users_limits_and_spawners_are_named(settings_env, changes, words):
     assert words in str(error.value)
 
 
+def test_a_course_directory_students_could_read_stops_the_hub(tmp_path):
+    env = make_course(tmp_path)
+    course = Path(env["COURSE_DIR"])
+    (course / ".git").mkdir()
+    course.chmod(0o755)
+    (course / "solutions").chmod(0o755)
+    settings = settings_from(env, COURSE_SPAWNER="local")
+    with pytest.raises(course_hub.SettingError) as error:
+        course_hub.check(settings)
+    message = str(error.value)
+    assert str(course / "solutions") in message
+    assert f"chmod -R o-rwx {course}" in message and "chgrp -R instructors" in message
+    subprocess.run(["chmod", "-R", "o-rwx", str(course)], check=True)
+    for name in course_hub.PRIVATE:  # closed, whichever way a student would look
+        assert not course_hub.readable_by(course, course / name, None)
+        assert not course_hub.readable_by(course, course / name, STUDENTS[0])
+    course.chmod(0o751)  # others may pass through the folder, but not into what it holds
+    for name in course_hub.PRIVATE:
+        (course / name).chmod(0o750)
+    assert course_hub.check(settings).course_id == "explaining-convnets"
+    (course / "grading").chmod(0o755)
+    with pytest.raises(course_hub.SettingError, match="grading"):
+        course_hub.check(settings)
+
+
 def test_the_systemd_spawner_says_what_to_install_when_missing(settings_env):
     try:
         import systemdspawner  # noqa: F401
@@ -480,7 +505,9 @@ def dockerfile_runs() -> list[str]:
 
 def test_the_user_image_installs_the_course_as_the_deploy_readme_says():
     readme = (DEPLOY / "README.md").read_text()
-    (install,) = [run for run in dockerfile_runs() if "pip install" in run and " -e " in run]
+    (install,) = [
+        run for run in dockerfile_runs() if "pip install" in run and "[instructor]" in run
+    ]
     command = install.split("&&")[0].strip()
     assert command in " ".join(readme.split()), command
     text = (DEPLOY / "Dockerfile").read_text()

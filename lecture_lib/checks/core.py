@@ -12,6 +12,7 @@ import functools
 import importlib
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -99,23 +100,26 @@ def library_functions(names) -> dict:
 @contextmanager
 def library_calls(names) -> Iterator[list[str]]:
     """Inside the block, record each call of the library functions ``names`` (by their code
-    objects, so an alias or a ``from ... import`` is caught too)."""
+    objects, so an alias or a ``from ... import`` is caught too), in the thread that runs the
+    block and in every thread started inside it (a worker pool the answer creates)."""
     called: list[str] = []
     codes = library_functions(names)
     if not codes:
         yield called
         return
-    previous = sys.getprofile()
+    previous, previous_threads = sys.getprofile(), threading.getprofile()
 
     def profile(frame, event, _arg):
         if event == "call" and frame.f_code in codes:
             called.append(codes[frame.f_code])
 
     sys.setprofile(profile)
+    threading.setprofile(profile)
     try:
         yield called
     finally:
         sys.setprofile(previous)
+        threading.setprofile(previous_threads)
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -189,13 +189,32 @@ def _model_case(seed: int | None):
     return model, images, _targets(labels, seed)
 
 
+class MarkedReLU(torch.autograd.Function):
+    """The ReLU function a replacement check hands over: ReLU forward, and a backward pass that
+    is no rule of the lecture, R^l = sigmoid(4 f^l) · R^{l+1}, so that no answer to another
+    question is in the student's kernel while grading, and a replacement shows in the gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.sigmoid(4 * x)
+
+
 def _run_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | None = None) -> dict:
     """``fn(model, relu_function)`` returns a copy of ``model`` in which every ``nn.ReLU`` calls
-    ``relu_function.apply``; its input gradient must equal ``attribution.backprop(rule=rule)``.
-    ``seed`` checks a small model with ReLUs inside nested blocks."""
+    ``relu_function.apply``; the check hands over ``MarkedReLU`` (``rule`` names the rule the
+    student has in mind, and is checked to be one), and the input gradient of the copy must be
+    the one every ReLU replaced by it gives. ``seed`` checks a small model with ReLUs inside
+    nested blocks."""
+    rules.check_rule(rule)
     model, images, target = _model_case(seed)
     fresh = copy.deepcopy(model)
-    new = fn(model, reference_relu_function(rule))
+    new = fn(model, MarkedReLU)
     observed = {
         "same_object": new is model,
         "changes": _changes(model, fresh, "your function"),
@@ -205,6 +224,21 @@ def _run_relu_replacement(fn: Callable, rule: str = "deconvnet", seed: int | Non
         observed["relus_left"] = [name for name, m in new.named_modules() if type(m) is nn.ReLU]
         observed["gradient"] = observe(_score_gradient(new, images, target))
     return observed
+
+
+class _Marked(nn.Module):
+    def forward(self, x):
+        return MarkedReLU.apply(x)
+
+
+def _marked_copy(model: nn.Module) -> nn.Module:
+    """``model`` with every ``nn.ReLU`` replaced by ``MarkedReLU`` (the judge's reference)."""
+    new = copy.deepcopy(model)
+    for module in list(new.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.ReLU:
+                setattr(module, child_name, _Marked())
+    return new
 
 
 def _judge_relu_replacement(observed, rule: str = "deconvnet", seed=None) -> str:
@@ -225,16 +259,18 @@ def _judge_relu_replacement(observed, rule: str = "deconvnet", seed=None) -> str
     }
     _compare(
         observed["gradient"],
-        attribution.backprop(model, images, target, rule=rule),
-        f"the input gradient of the new model ({RULE_NAMES[rule]} ReLUs)",
-        RULE_TEXT[rule]
+        _score_gradient(_marked_copy(model), images, target),
+        "the input gradient of the new model (the check hands over a ReLU function whose "
+        "backward is sigmoid(4 f^l) · R^{l+1})",
+        "every nn.ReLU, also inside nested blocks, must call relu_function.apply"
         + (f". The new model still holds nn.ReLU layers: {', '.join(left)}." if left else "."),
         mistakes,
         _pixel,
     )
     where = "ShapesNet" if seed is None else "a model with ReLUs in nested blocks"
     return (
-        f"every ReLU of {where} replaced; its gradient equals attribution.backprop(rule={rule!r})."
+        f"every ReLU of {where} replaced: its gradient is the one the relu_function it was "
+        f"handed gives (ready for {RULE_NAMES[rule]} ReLUs)."
     )
 
 

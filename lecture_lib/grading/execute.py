@@ -11,7 +11,12 @@ For each submitted notebook (``grade_notebook``):
    with the check's message (which is what nbgrader scores);
 4. a cell that kills its kernel or does not stop when interrupted costs only itself: grading
    goes on in a fresh kernel, after the cells above it are run again;
-5. every cell's outputs are capped (``output_limit``) and keep only plain text and pictures.
+5. every cell's outputs are capped (``output_limit``) and keep only plain text and pictures;
+6. a submission gets ``submission_timeout`` seconds in all: past it, the cells left are not
+   run (the feedback says so) and the points already earned stay;
+7. the kernel imports a grading copy of the library without the answers (``grading_copy``),
+   and what it sends is taken only as asked (``verdict.gather``); a message the grader cannot
+   read costs only its cell, and is named in the feedback and the log.
 
 With ``workers > 1`` the submissions of one ``nbgrader autograde`` run are executed that many
 at a time (``Prefetch``); nbgrader still writes the gradebook one submission at a time.
@@ -25,14 +30,15 @@ import json
 import os
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import nbformat
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Integer
+from traitlets import Bool, Float, Integer
 
-from . import library_answers
+from . import grading_copy, library_answers
 from .kernel import SandboxKernel
 from .sandbox import GiB, Sandbox, check_bwrap
 
@@ -54,6 +60,8 @@ class Settings:
     allow_library_answers: bool = False
     threads: int = 1
     files: dict = field(default_factory=dict)
+    submission_timeout: float = 600
+    label: str = "this submission"  # who and what, for the log
 
 
 def is_check_cell(cell) -> bool:
@@ -150,14 +158,25 @@ def _check_outputs(run, plan: CheckPlan, settings: Settings) -> list:
         return [*kept, _error("GradingError", plan.problem)]
     from . import verdict
 
-    observations = {}
-    for message in run.observations:
-        if isinstance(message, dict) and isinstance(message.get("call"), int):
-            observations[message["call"], message.get("case", 0)] = message
+    observations, refused = verdict.gather(run.observations, plan.calls)
+    if run.unreadable and not refused:
+        refused = f"{len(run.unreadable)} message(s) from the kernel could not be read."
+    if refused:
+        return [*kept, _error("GradingError", verdict.GRADING_REFUSED.format(reason=refused))]
+    import torch
+
     with JUDGE_LOCK:
-        decision = verdict.decide(
-            plan.calls, plan.seeds, observations, plan.library_use, settings.allow_library_answers
-        )
+        # The references are computed on the kernel's threads (the library keeps a caller's
+        # setting of one thread): the same sums in the same order as the student's kernel.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, settings.threads))
+        try:
+            decision = verdict.decide(
+                plan.calls, plan.seeds, observations, plan.library_use,
+                settings.allow_library_answers,
+            )  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
     if decision.lines:
         kept.append(_text("\n".join(decision.lines)))
     if not decision.passed:
@@ -165,8 +184,17 @@ def _check_outputs(run, plan: CheckPlan, settings: Settings) -> list:
     return kept
 
 
+def library_copy(plans: dict, keep_answers: bool = False) -> grading_copy.Path:
+    """The grading copy of the library for a notebook with these check plans."""
+    calls = [call for plan in plans.values() for call in plan.calls]
+    return grading_copy.build(
+        grading_copy.plan([c.check for c in calls], [c.options for c in calls], keep_answers)
+    )
+
+
 def grade_notebook(nb, settings: Settings, log=None) -> nbformat.NotebookNode:
     """Run ``nb`` in a sandboxed kernel and put each check cell's verdict in its outputs."""
+    deadline = time.monotonic() + settings.submission_timeout
     plans = plan_checks(nb)
     code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     with Sandbox(
@@ -176,6 +204,7 @@ def grade_notebook(nb, settings: Settings, log=None) -> nbformat.NotebookNode:
         threads=settings.threads,
         files=settings.files,
         enabled=settings.sandbox,
+        library=library_copy(plans, settings.allow_library_answers) if settings.sandbox else None,
     ) as sandbox:
         if log is not None:
             where = "a bubblewrap sandbox" if settings.sandbox else "NO sandbox"
@@ -183,13 +212,22 @@ def grade_notebook(nb, settings: Settings, log=None) -> nbformat.NotebookNode:
         kernel = SandboxKernel(sandbox)
         kernel.start()
         try:
-            _run_cells(nb, code, plans, kernel, settings)
+            _run_cells(nb, code, plans, kernel, settings, deadline, log)
         finally:
             kernel.stop()
     return nb
 
 
-def _run_cells(nb, code: list[int], plans: dict, kernel: SandboxKernel, settings: Settings) -> None:
+def _out_of_time(settings: Settings) -> str:
+    return (
+        f"Not run: this submission used up its {settings.submission_timeout:g} s of grading "
+        "time (c.SandboxedExecute.submission_timeout); the points earned above stay."
+    )
+
+
+def _run_cells(
+    nb, code: list[int], plans: dict, kernel: SandboxKernel, settings: Settings, deadline, log
+) -> None:
     replay: list[int] = []  # cells that ran to the end, to run again in a fresh kernel
     faults = 0
     for index in code:
@@ -199,31 +237,75 @@ def _run_cells(nb, code: list[int], plans: dict, kernel: SandboxKernel, settings
             note = f"Not run: the kernel failed {faults} times in this submission."
             cell.outputs = [_error("NotGraded", note)] if plan else [_text(f"[{note}]")]
             continue
-        if plan is not None and plan.problem is None:
-            from . import verdict
+        left = deadline - time.monotonic()
+        if left <= 0:
+            note = _out_of_time(settings)
+            cell.outputs = [_error("NotGraded", note)] if plan else [_text(f"[{note}]")]
+            continue
+        try:
+            faults = _run_cell(nb, index, plan, kernel, settings, replay, faults, deadline, log)
+        except Exception as error:  # what a kernel sent broke the grader's reading: this cell only
+            text = (
+                f"The grader could not handle what this cell's kernel sent "
+                f"({type(error).__name__}: {str(error)[:300]}); the cell earns nothing."
+            )
+            cell.outputs = [_error("GradingError", text)]
+            if log is not None:
+                log.error("%s, cell %d: %s", settings.label, index, text)
 
-            source = verdict.kernel_code(plan.calls, plan.seeds)
-        elif plan is not None:
-            cell.outputs = _check_outputs(_empty_run(), plan, settings)
-            continue
-        else:
-            source = cell.source
-        if not source.strip():
-            continue
-        run = kernel.run(source, settings.timeout, settings.output_limit)
-        cell.outputs, cell.execution_count = run.outputs, run.execution_count
-        if plan is not None:
-            cell.outputs = _check_outputs(run, plan, settings)
-        elif run.status == "timeout":
+
+def _run_cell(
+    nb, index, plan, kernel, settings: Settings, replay, faults: int, deadline, log=None
+) -> int:
+    """Run one cell (its check when it is a check cell); returns the count of faults."""
+    cell, left = nb.cells[index], deadline - time.monotonic()
+    if plan is not None and plan.problem is None:
+        from . import verdict
+
+        source = verdict.kernel_code(plan.calls, plan.seeds)
+    elif plan is not None:
+        cell.outputs = _check_outputs(_empty_run(), plan, settings)
+        return faults
+    else:
+        source = cell.source
+    if not source.strip():
+        return faults
+    budget = left < settings.timeout
+    run = kernel.run(source, min(settings.timeout, left), settings.output_limit)
+    cell.outputs, cell.execution_count = run.outputs, run.execution_count
+    unreadable = run.unreadable + [str(m) for m in run.observations if isinstance(m, Exception)]
+    if unreadable and log is not None:
+        log.warning(
+            "%s, cell %d: %d message(s) from the kernel could not be read (%s); they cost "
+            "this cell only.", settings.label, index, len(unreadable), unreadable[0][:200],
+        )  # fmt: skip
+    if budget and run.status == "timeout":
+        cell.outputs.append(
+            _text(
+                f"[interrupted: this submission used up its {settings.submission_timeout:g} s of grading time]"
+            )
+        )
+    if plan is not None:
+        cell.outputs = _check_outputs(run, plan, settings)
+    elif run.status == "timeout":
+        if not budget:
             cell.outputs.append(
                 _text(f"[interrupted: the cell ran longer than {settings.timeout:g} s]")
             )
-        elif run.fault:
-            cell.outputs.append(_fault_note(run, settings))
-        elif run.status in ("ok", "error"):
-            replay.append(index)
-        if run.fault:
-            faults = _fresh_kernel(nb, kernel, replay, settings, faults + 1)
+    elif run.fault:
+        cell.outputs.append(_fault_note(run, settings))
+    elif run.status in ("ok", "error"):
+        replay.append(index)
+    if run.unreadable and plan is None:
+        cell.outputs.append(
+            _text(
+                f"[grading: {len(run.unreadable)} message(s) this cell's kernel sent could "
+                f"not be read and were left out: {run.unreadable[0]}]"
+            )
+        )
+    if run.fault:
+        faults = _fresh_kernel(nb, kernel, replay, settings, faults + 1, deadline)
+    return faults
 
 
 def _empty_run():
@@ -233,14 +315,19 @@ def _empty_run():
 
 
 def _fresh_kernel(
-    nb, kernel: SandboxKernel, replay: list[int], settings: Settings, faults: int
+    nb, kernel: SandboxKernel, replay: list[int], settings: Settings, faults: int, deadline
 ) -> int:
     """Start a fresh kernel and run the cells of ``replay`` again; a cell that fails now is
-    left out (and noted), and the kernel started once more. Returns the count of faults."""
+    left out (and noted), and the kernel started once more. Returns the count of faults.
+    The replay stops where the submission's grading time ends."""
     while faults <= settings.max_restarts:
         kernel.restart()
         for index in list(replay):
-            run = kernel.run(nb.cells[index].source, settings.timeout, settings.output_limit)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return faults
+            timeout = min(settings.timeout, left)
+            run = kernel.run(nb.cells[index].source, timeout, settings.output_limit)
             if run.fault or run.status == "timeout":
                 replay.remove(index)
                 nb.cells[index].outputs.append(_fault_note(run, settings, replaying=True))
@@ -291,6 +378,9 @@ class SandboxedExecute(Execute):
         3, help="Fresh kernels a submission may need before the rest is not run."
     ).tag(config=True)
     threads = Integer(1, help="PyTorch/OpenMP threads in a submission's kernel.").tag(config=True)
+    submission_timeout = Float(
+        600, help="Seconds of grading time per submission; the cells past it are not run."
+    ).tag(config=True)
     allow_library_answers = Bool(
         False, help="Give points to an answer that only calls the library's own answer."
     ).tag(config=True)
@@ -309,6 +399,8 @@ class SandboxedExecute(Execute):
             allow_library_answers=self.allow_library_answers,
             threads=self.threads,
             files=self._assignment_files(resources),
+            submission_timeout=self.submission_timeout,
+            label="{student}'s {assignment}".format(**resources.get("nbgrader", {})),
         )
 
     def _converter(self):

@@ -4,12 +4,18 @@
 bytes; the observations a check sent (``wire.MIME`` messages, kept apart from the outputs);
 and how it ended: normally, interrupted after its time limit, or a *fault* (the kernel died,
 or did not stop when interrupted), after which the caller starts a fresh kernel.
+
+Whatever the kernel sends is read as untrusted data: a message that cannot be read (odd
+headers, malformed content, observations nested too deep) is noted in ``CellRun.unreadable``
+and costs only the cell it came in; a single message larger than ``MAX_MESSAGE_BYTES`` is
+refused by the socket itself.
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from jupyter_client import KernelManager
+import zmq
+from jupyter_client import BlockingKernelClient, KernelManager
 
 from . import wire
 from .sandbox import Sandbox
@@ -26,11 +33,26 @@ KEPT_MIME_TYPES = ("text/plain", "image/png", "image/jpeg")
 """What a graded notebook keeps of a rich output. HTML, JavaScript, Markdown and SVG would run
 or render in the feedback and in the instructor's Formgrader; they are dropped."""
 
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+
 PREAMBLE = "import lecture_lib.grading.collect"
 """Run silently in every fresh kernel before the student's first cell."""
 
 GRACE = 10.0
 """Seconds a cell gets to stop after it is interrupted, before its kernel is killed."""
+
+
+MAX_MESSAGE_BYTES = 128 * 2**20
+"""The largest message the grader receives from a kernel (ZeroMQ drops larger ones)."""
+
+
+class SizedKernelClient(BlockingKernelClient):
+    """A client whose sockets refuse messages larger than ``MAX_MESSAGE_BYTES``."""
+
+    def _create_connected_socket(self, channel, identity=None):
+        socket = super()._create_connected_socket(channel, identity=identity)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return socket
 
 
 class SandboxKernelManager(KernelManager):
@@ -42,6 +64,7 @@ class SandboxKernelManager(KernelManager):
             ip=str(runtime / "kernel"),
             connection_file=str(runtime / "kernel.json"),
             kernel_name="python3",
+            blocking_class=SizedKernelClient,
             **kwargs,
         )
         self.sandbox, self.runtime = sandbox, runtime
@@ -64,6 +87,8 @@ class CellRun:
     )
     output_bytes: int = 0
     observation_bytes: int = 0
+    unreadable: list = field(default_factory=list)
+    """Why messages of this cell could not be read (each costs the cell, never the grader)."""
 
     @property
     def fault(self) -> bool:
@@ -106,7 +131,13 @@ class Outputs:
             if isinstance(data, dict) and wire.MIME in data:
                 self._observation(data[wire.MIME])
                 return
-            kept = {k: v for k, v in data.items() if k in KEPT_MIME_TYPES and isinstance(v, str)}
+            kept = {
+                k: v
+                for k, v in data.items()
+                if k in KEPT_MIME_TYPES
+                and isinstance(v, str)
+                and (k == "text/plain" or BASE64.fullmatch(v))
+            }  # a picture is base64 and nothing else: the pages put it in an attribute
             if not kept:
                 kept = {"text/plain": f"[an output of type {', '.join(sorted(data))[:200]}]"}
             if not self._fits(sum(len(v) for v in kept.values())):
@@ -138,11 +169,14 @@ class Outputs:
         size = len(text) if isinstance(text, str) else 0
         self.run.observation_bytes += size
         if self.run.observation_bytes > self.observation_limit:
+            self.run.observations.append(
+                ValueError(f"more than {self.observation_limit:,} bytes of results in one cell")
+            )
             return
         try:
             self.run.observations.append(wire.decode(text, self.observation_limit))
-        except (ValueError, TypeError, json.JSONDecodeError):
-            pass  # not what collect sends: ignored
+        except (ValueError, TypeError, json.JSONDecodeError, RecursionError) as error:
+            self.run.observations.append(ValueError(str(error)[:300]))
 
     def finish(self) -> None:
         if self.cut:
@@ -245,23 +279,47 @@ class SandboxKernel:
                 msg = self.client.get_iopub_msg(timeout=0.05)
             except queue.Empty:
                 msg = None
-            if msg is not None and msg.get("parent_header", {}).get("msg_id") == msg_id:
-                kind, content = msg["msg_type"], msg.get("content", {})
-                if kind == "status" and content.get("execution_state") == "idle":
-                    idle = True
-                elif kind == "execute_input":
-                    run.execution_count = content.get("execution_count")
-                else:
-                    outputs.add(kind, content)
+            except Exception as error:  # a message the session cannot read
+                run.unreadable.append(f"{type(error).__name__}: {error}"[:300])
+                msg = None
+            try:
+                if msg is not None and _parent(msg) == msg_id:
+                    kind, content = str(msg["msg_type"]), msg.get("content", {})
+                    if not isinstance(content, dict):
+                        raise TypeError("a message whose content is not a dict")
+                    if kind == "status" and content.get("execution_state") == "idle":
+                        idle = True
+                    elif kind == "execute_input":
+                        count = content.get("execution_count")
+                        run.execution_count = count if isinstance(count, int) else None
+                    else:
+                        outputs.add(kind, content)
+            except Exception as error:  # odd headers or content: this cell's loss only
+                run.unreadable.append(f"{type(error).__name__}: {error}"[:300])
             if reply is None:
                 try:
                     shell = self.client.get_shell_msg(timeout=0)
                 except queue.Empty:
                     shell = None
-                if shell is not None and shell.get("parent_header", {}).get("msg_id") == msg_id:
-                    reply = shell
-                    run.status = "ok" if shell["content"].get("status") == "ok" else "error"
+                except Exception as error:
+                    run.unreadable.append(f"{type(error).__name__}: {error}"[:300])
+                    shell = None
+                try:
+                    if shell is not None and _parent(shell) == msg_id:
+                        content = shell.get("content")
+                        ok = isinstance(content, dict) and content.get("status") == "ok"
+                        reply, run.status = shell, "ok" if ok else "error"
+                except Exception as error:
+                    run.unreadable.append(f"{type(error).__name__}: {error}"[:300])
         if interrupted_at is not None and run.status in ("ok", "error"):
             run.status = "timeout"
         outputs.finish()
         return run
+
+
+def _parent(msg) -> object:
+    """The ``msg_id`` of the request a message answers (None if it has no readable header)."""
+    if not isinstance(msg, dict):
+        return None
+    header = msg.get("parent_header")
+    return header.get("msg_id") if isinstance(header, dict) else None

@@ -51,7 +51,9 @@ def _trees(sources: list[str]) -> list[ast.Module]:
 
 
 def _aliases(trees: list[ast.Module]) -> tuple[dict[str, str], list[str]]:
-    """``{name: dotted path}`` bound by the imports, and the modules imported with ``*``."""
+    """``{name: dotted path}`` bound by the imports (and by assignments of an imported name,
+    ``A = attribution``, ``f = attribution.saliency``, at any depth), and the modules imported
+    with ``*``."""
     aliases, starred = {}, []
     for tree in trees:
         for node in ast.walk(tree):
@@ -68,14 +70,24 @@ def _aliases(trees: list[ast.Module]) -> tuple[dict[str, str], list[str]]:
                         starred.append(node.module)
                     else:
                         aliases[name.asname or name.name] = f"{node.module}.{name.name}"
+    for _ in range(5):  # aliases of aliases, a few levels deep
+        for tree in trees:
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value:
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    value = _dotted(node.value, aliases)
+                    for target in targets:
+                        if value and isinstance(target, ast.Name):
+                            aliases.setdefault(target.id, value)
     return aliases, starred
 
 
 def _definitions(trees: list[ast.Module]) -> dict[str, list[ast.AST]]:
-    """Every top-level definition of each name (functions, classes, assignments)."""
+    """Every definition of each name (functions, classes, assignments), at any depth: nested
+    in a function, under an ``if``, in a ``try``, in a class."""
     found: dict[str, list[ast.AST]] = {}
     for tree in trees:
-        for node in tree.body:
+        for node in ast.walk(tree):
             names = []
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names = [node.name]

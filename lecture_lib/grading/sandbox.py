@@ -3,8 +3,12 @@
 Inside (``Sandbox.bwrap_arguments``):
 
 - the system's ``/usr``, the Python installation and the ``lecture_lib`` package, read-only;
+  while grading, the package is its grading copy (``grading_copy``: without the answers),
+  bound where the library lies, and every other copy of it in the Python installation is
+  hidden under an empty folder;
 - a fresh, size-limited home ``/home/student`` (the kernel's working folder, with a copy of
-  the assignment's files) and a private ``/tmp``: the only places it can write;
+  the assignment's files), a private ``/tmp`` and a private ``/dev/shm``: the only places it
+  can write, each at most ``disk_limit`` bytes;
 - the folder of its own connection sockets (Jupyter's ``ipc`` transport, so that the kernel
   needs no network);
 - no network, no other processes (its own PID namespace), no ``solutions/``, no ``grading/``
@@ -210,6 +214,24 @@ def _library_dir() -> str:
     return os.path.realpath(os.path.dirname(lecture_lib.__file__))
 
 
+_COPIES: dict[tuple, list[str]] = {}
+
+
+def _other_copies(roots: list[str], library: str) -> list[str]:
+    """Folders named like the library in the site-packages of ``roots``, other than ``library``
+    (a second installation would hold the answers the grading copy leaves out)."""
+    key = (tuple(roots), library)
+    if key not in _COPIES:
+        name, found = os.path.basename(library), []
+        for root in [*roots, "/usr", "/usr/local"]:
+            for folder in Path(root).glob("lib*/python*/*-packages"):
+                candidate = folder / name
+                if candidate.is_dir() and os.path.realpath(candidate) != library:
+                    found.append(str(candidate))
+        _COPIES[key] = found
+    return _COPIES[key]
+
+
 def _inside(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
@@ -229,8 +251,10 @@ class Sandbox:
         threads: int = 1,
         files: dict[str, str] | None = None,
         enabled: bool = True,
+        library: Path | None = None,
     ) -> None:
         self.enabled = enabled
+        self.library = library  # the grading copy of lecture_lib to bind, or the library itself
         self.bwrap = bwrap_path() if enabled else None
         self.memory_limit, self.process_limit = memory_limit, process_limit
         self.disk_limit, self.threads = disk_limit, threads
@@ -276,6 +300,9 @@ class Sandbox:
             "OMP_NUM_THREADS": str(self.threads),
             "NBGRADER_EXECUTION": "autograde",
         }
+        for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):  # compute as the grader does
+            if name in os.environ:
+                env[name] = os.environ[name]
         if not _inside(_library_dir(), _python_roots()):
             env["PYTHONPATH"] = library_parent
         return env
@@ -286,7 +313,8 @@ class Sandbox:
             "--unshare-all", "--die-with-parent", "--new-session", "--disable-userns",
             "--unshare-user", "--uid", "1000", "--gid", "1000", "--hostname", "grading",
             "--cap-drop", "ALL",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(self.disk_limit), "--tmpfs", "/dev/shm",
             "--size", str(self.disk_limit), "--tmpfs", "/tmp",
             "--size", str(self.disk_limit), "--tmpfs", HOME,
             "--ro-bind", "/usr", "/usr",
@@ -305,8 +333,10 @@ class Sandbox:
         for root in roots:
             args += ["--ro-bind", root, root]
         library = _library_dir()
-        if not _inside(library, roots):
-            args += ["--ro-bind", library, library]
+        for other in _other_copies(roots, library):
+            args += ["--tmpfs", other]  # hidden: an installed copy would hold the answers
+        # Bound after the Python roots, so that it also replaces a library installed in them.
+        args += ["--ro-bind", str(self.library or library), library]
         if os.path.isdir("/sys/devices/system/cpu"):
             args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
         args += ["--bind", str(runtime), str(runtime), "--chdir", HOME]

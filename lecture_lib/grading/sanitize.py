@@ -6,8 +6,8 @@ that says why, so that it gets a zero with feedback and grading goes on. ``Check
 gives every cell the nbgrader role the gradebook knows for its id (a student cannot turn a
 check into a written answer or unlock it), drops nbgrader metadata the assignment does not
 know, puts back deleted check cells and locked cells, and notes a notebook of another
-assignment. ``KeepLastCopy`` keeps one graded copy of a duplicated cell. ``SanitizeMarkdown``
-takes the scripts out of the students' Markdown before the instructor's Formgrader shows it.
+assignment. ``KeepLastCopy`` keeps one graded copy of a duplicated cell. ``SanitizeMarkdown`` keeps
+the students' Markdown as written (the pages clean the rendered HTML: ``pages``).
 """
 
 from __future__ import annotations
@@ -185,16 +185,16 @@ def released_notebook(config, ids) -> nbformat.NotebookNode | None:
 
 
 class SanitizeMarkdown(NbGraderPreprocessor):
-    """The HTML in the students' Markdown cells (their written answers, any cell they added)
-    cleaned of scripts, frames and event handlers, as nbconvert's sanitizer does: the
-    Formgrader and the feedback render these cells as HTML (and nbgrader's templates do not
-    apply ``HTMLExporter.sanitize_html``). The instructor's locked cells are left as they are."""
+    """The students' Markdown cells are kept as written (an answer with ``a < b`` reads
+    ``a < b``, escaped once where it is shown): the pages that show them clean the *rendered*
+    HTML (``pages.markdown2html``, set as ``c.HTMLExporter.filters`` in nbgrader_config.py).
+    Here only what no page should ever receive goes: NUL and other control characters."""
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "markdown" and not cell.metadata.get("nbgrader", {}).get("locked"):
-            from nbconvert.filters.strings import clean_html
-
-            cell.source = clean_html(cell.source)
+            cell.source = "".join(
+                ch for ch in cell.source if ch in "\n\t\r" or ord(ch) >= 32 and ord(ch) != 127
+            )
         return cell, resources
 
 
