@@ -87,3 +87,33 @@ def test_readme_lists_every_lecture():
     readme = (ROOT / "README.md").read_text()
     for path in LECTURES:
         assert f"lectures/{path.name}" in readme
+
+
+def slides_of(notebook) -> list[list]:
+    """The cells of each slide: from a cell of type "slide" or "subslide" to the next one."""
+    kinds = [c.metadata.get("slideshow", {}).get("slide_type") for c in notebook.cells]
+    starts = [i for i, kind in enumerate(kinds) if kind in ("slide", "subslide")]
+    return [notebook.cells[a:b] for a, b in zip(starts, starts[1:] + [len(kinds)])]
+
+
+def is_notes(cell) -> bool:
+    return cell.metadata.get("slideshow", {}).get("slide_type") == "notes"
+
+
+def test_speaker_notes_for_at_least_half_of_the_slides(notebook):
+    first = next(
+        i
+        for i, c in enumerate(notebook.cells)
+        if c.metadata.get("slideshow", {}).get("slide_type") in ("slide", "subslide")
+    )
+    assert not any(is_notes(c) for c in notebook.cells[:first]), "notes before the first slide"
+    slides = slides_of(notebook)
+    with_notes = sum(any(is_notes(c) for c in cells) for cells in slides)
+    assert 2 * with_notes >= len(slides), f"notes on {with_notes} of {len(slides)} slides"
+    for cells in slides:
+        notes = [c for c in cells if is_notes(c)]
+        assert len(notes) <= 1, cells[0].source
+        for cell in notes:
+            assert cell.cell_type == "markdown", cell.source
+            assert len(cell.source.strip()) >= 40, cell.source  # something to say
+            assert "≈" in cell.source and "min" in cell.source, cell.source  # how long it takes

@@ -107,3 +107,25 @@ def test_reveal_is_shipped_with_its_license_and_installed_with_the_package():
     assert (REVEAL / "dist/theme/fonts/source-sans-pro/LICENSE").exists()
     assert '"slides_assets/**/*"' in (ROOT / "pyproject.toml").read_text()  # package data
     assert not (ROOT / "package.json").exists()  # no npm step anywhere
+
+
+def test_speaker_notes_are_in_the_decks(decks):
+    """Each notes cell becomes reveal.js's <aside class="notes"> inside its slide's section, and
+    the deck loads the notes plugin that `s` opens."""
+    _, written = decks
+    for path, deck in zip(LECTURES, written):
+        html = deck.read_text()
+        notes = [
+            c.source
+            for c in nbformat.read(path, as_version=4).cells
+            if c.metadata.get("slideshow", {}).get("slide_type") == "notes"
+        ]
+        asides = re.findall(r'<aside class="notes">(.*?)</aside>', html, re.S)
+        assert notes and len(asides) == len(notes), deck.name
+        for source, aside in zip(notes, asides):
+            words = re.sub(r"[^\w ]", " ", source.split("\n")[0]).split()[:4]
+            assert re.search(r"\W+".join(map(re.escape, words)), aside), (deck.name, source)
+        for match in re.finditer(r'<aside class="notes">', html):
+            before = html[: match.start()]
+            assert before.rfind("<section") > before.rfind("</section>"), deck.name
+        assert "plugin/notes/notes.js" in html and "RevealNotes" in html
