@@ -4,7 +4,9 @@ An instructor and two students log in through JupyterHub's REST API (user name a
 and start their servers. The instructor generates and releases an assignment with the
 formgrader's API; a student's assignment list shows it only after that; the student fetches it
 (the student version, no solutions), submits it, and the instructor collects the submission
-under the student's JupyterHub name. Each role gets its own nbgrader tools, and instructors may
+under the student's JupyterHub name, autogrades it (in the bubblewrap sandbox), generates and
+releases the feedback, which the student fetches. Every user's home holds the lectures, and no
+role's JupyterLab asks about Jupyter news. Each role gets its own nbgrader tools, and instructors may
 open their students' servers, not the other way round.
 
 The settings that cannot work stop the hub at start with a message naming the setting; those
@@ -445,10 +447,10 @@ def login(hub, name: str, password: str = PASSWORD) -> str:
     return response.json()["token"]
 
 
-def api(hub, name: str, method: str, path: str, **kwargs) -> "requests.Response":
+def api(hub, name: str, method: str, path: str, timeout=120, **kwargs) -> "requests.Response":
     """A request to the hub or a server with ``name``'s token."""
     headers = {"Authorization": f"token {hub['tokens'][name]}"}
-    return requests.request(method, hub["url"] + path, headers=headers, timeout=120, **kwargs)
+    return requests.request(method, hub["url"] + path, headers=headers, timeout=timeout, **kwargs)
 
 
 def server_ready(hub, name: str) -> bool:
@@ -486,7 +488,8 @@ def test_a_wrong_password_gets_no_token(hub):
     assert response.status_code == 403
 
 
-def test_the_student_sees_the_assignment_once_released_and_the_instructor_collects(hub):
+def test_the_whole_homework_cycle_runs_through_the_hub(hub):
+    """Release, fetch, submit, collect, autograde (in the sandbox), feedback, as users do."""
     student = STUDENT
     assert ASSIGNMENT not in assignments(hub, student)
 
@@ -516,6 +519,28 @@ def test_the_student_sees_the_assignment_once_released_and_the_instructor_collec
     )
     submitted = {s["student"] for s in response.json() if s["submitted"]}
     assert submitted == {student}  # the JupyterHub name, not the operating-system user
+
+    path = f"/user/{INSTRUCTOR}/formgrader/api/submission/{ASSIGNMENT}/{student}/autograde"
+    response = api(hub, INSTRUCTOR, "POST", path, timeout=600)
+    assert response.status_code == 200, response.text
+    assert response.json()["success"], response.json()["log"]
+    response = api(
+        hub, INSTRUCTOR, "GET", f"/user/{INSTRUCTOR}/formgrader/api/submissions/{ASSIGNMENT}"
+    )
+    (graded,) = [s for s in response.json() if s["student"] == student]
+    assert graded["autograded"] and graded["max_score"] > 0
+    assert graded["score"] < graded["max_score"]  # the exercise handed in unanswered
+    assert "Running the notebook in a bubblewrap sandbox" in hub["log"].read_text()
+
+    formgrader(hub, "generate_feedback")
+    formgrader(hub, "release_feedback")
+    response = api(hub, student, "POST", f"/user/{student}/assignments/fetch_feedback",
+                   json={"course_id": "explaining-convnets", "assignment_id": ASSIGNMENT})  # fmt: skip
+    assert response.status_code == 200 and response.json()["success"], response.text
+    (feedback,) = (hub["home"] / student / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html")
+    html = feedback.read_text()
+    assert f"{ASSIGNMENT}" in html and "Score" in html
+    assert "BEGIN SOLUTION" not in html  # the student's own work, graded
 
 
 def page_config(hub, name: str) -> dict:
