@@ -578,6 +578,13 @@ def test_news_prompt_is_off_and_lectures_are_home(hub):
     assert installed and installed <= listed
 
 
+def test_the_idle_culler_runs_and_lists_the_servers(hub):
+    log = hub["log"].read_text()
+    assert "Starting managed service idle-culler" in log
+    # its role lets it read the users and their servers' activity (a 403 otherwise)
+    assert re.search(r"200 GET /hub/api/users\?state=\S* \(idle-culler@", log), log[-3000:]
+
+
 def test_instructors_may_open_students_servers_not_the_other_way(hub):
     assert api(hub, INSTRUCTOR, "GET", f"/user/{STUDENT}/api/contents").status_code == 200
     assert api(hub, OTHER, "GET", f"/user/{STUDENT}/api/contents").status_code == 403
