@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -219,6 +220,15 @@ def check_ssl(cert: str, key: str) -> None:
                 f"{setting}={path}: the hub cannot read this file. Start the hub as root, or "
                 f"let its user read the file (chgrp <hub's group> {path} && chmod g+r {path})."
             )
+    proxy = shutil.which("configurable-http-proxy")
+    if cert and proxy and "python" in Path(proxy).read_text(errors="replace")[:200].split("\n")[0]:
+        raise SettingError(
+            f"COURSE_SSL_CERT is set, but the proxy on the hub's PATH ({proxy}) is PyPI's "
+            "configurable-http-proxy, which does not do HTTPS. Install npm's "
+            "(npm install -g configurable-http-proxy, deploy/README.md: Install) and put it "
+            "first on the hub's PATH, or unset COURSE_SSL_CERT and COURSE_SSL_KEY and put the "
+            "hub behind a TLS proxy (deploy/README.md: HTTPS)."
+        )
 
 
 def check_lectures(lectures: Path, course_dir: Path) -> None:

@@ -211,10 +211,17 @@ def test_a_course_directory_students_could_read_stops_the_hub(tmp_path):
         course_hub.check(settings)
 
 
-def test_unreadable_ssl_files_and_lectures_inside_the_course_are_named(settings_env, tmp_path):
+def test_unreadable_ssl_files_and_lectures_inside_the_course_are_named(
+    settings_env, tmp_path, monkeypatch
+):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("certificate")
     key.write_text("key")
+    node = tmp_path / "bin" / "configurable-http-proxy"  # npm's proxy, which does HTTPS
+    node.parent.mkdir()
+    node.write_text("#!/usr/bin/env node\n")
+    node.chmod(0o755)
+    monkeypatch.setenv("PATH", str(node.parent))
     https = settings_from(settings_env, COURSE_SSL_CERT=str(cert), COURSE_SSL_KEY=str(key))
     course_hub.check(https)
     c = load_config({**settings_env, "COURSE_SSL_CERT": str(cert), "COURSE_SSL_KEY": str(key)})
@@ -434,6 +441,27 @@ def hub(settings_env, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_https_with_pypis_proxy_stops_the_hub_with_the_fix(settings_env, tmp_path):
+    """PyPI's configurable-http-proxy (the tests' proxy) has no HTTPS: the hub says so at start,
+    before its proxy would fail; npm's proxy (deploy/README.md: Install) does HTTPS."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    key.write_text("key")
+    https = {**settings_env, "COURSE_SSL_CERT": str(cert), "COURSE_SSL_KEY": str(key)}
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
+        cwd=tmp_path,
+        env=hub_environ(https),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "The course server cannot start: COURSE_SSL_CERT is set, but" in result.stderr
+    assert "npm install -g configurable-http-proxy" in result.stderr
+    assert not (tmp_path / "jupyterhub.sqlite").exists()
 
 
 def login(hub, name: str, password: str = PASSWORD) -> str:
