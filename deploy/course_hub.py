@@ -14,6 +14,11 @@ Settings (environment variables of the hub):
     COURSE_STUDENTS     user names, comma-separated
     COURSE_MEM_LIMIT    memory of one user's server, e.g. 2G
     COURSE_CPU_LIMIT    CPU cores of one user's server, e.g. 1
+    COURSE_LECTURES     the installed lectures (no solution there), copied into each user's home
+                        at every start: missing files only, a student's edited copy is kept
+    COURSE_IDLE_TIMEOUT seconds after which an idle server is stopped (0: never)
+    COURSE_SSL_CERT     HTTPS: the certificate file (with COURSE_SSL_KEY, its key); empty: plain
+                        HTTP, e.g. behind a TLS proxy
     COURSE_SPAWNER      systemd (limits enforced), local (one system user each, limits not
                         enforced) or simple (everyone runs as the hub's user: tests only)
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -37,6 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROLES = HERE / "roles"
 NBGRADER_EXCHANGE = "/usr/local/share/nbgrader/exchange"  # nbgrader's own default
+LECTURES = "/usr/local/share/explaining-convnets/lectures"  # deploy/README.md: Install
 
 SPAWNERS = {
     "systemd": "systemdspawner.SystemdSpawner",
@@ -60,6 +67,10 @@ class Settings:
     mem_limit: str = "2G"
     cpu_limit: str = "1"
     spawner: str = "systemd"
+    lectures: Path = Path(LECTURES)
+    idle_timeout: str = "3600"
+    ssl_cert: str = ""
+    ssl_key: str = ""
 
     @classmethod
     def from_environ(cls, environ=None) -> Settings:
@@ -72,6 +83,10 @@ class Settings:
             mem_limit=environ.get("COURSE_MEM_LIMIT", cls.mem_limit).strip(),
             cpu_limit=environ.get("COURSE_CPU_LIMIT", cls.cpu_limit).strip(),
             spawner=environ.get("COURSE_SPAWNER", cls.spawner).strip(),
+            lectures=Path(environ.get("COURSE_LECTURES", LECTURES)),
+            idle_timeout=environ.get("COURSE_IDLE_TIMEOUT", cls.idle_timeout).strip(),
+            ssl_cert=environ.get("COURSE_SSL_CERT", "").strip(),
+            ssl_key=environ.get("COURSE_SSL_KEY", "").strip(),
         )
 
 
@@ -95,7 +110,10 @@ def check(settings: Settings) -> Course:
     check_users(settings.instructors, settings.students)
     check_limits(settings.mem_limit, settings.cpu_limit)
     check_spawner(settings.spawner)
+    check_idle_timeout(settings.idle_timeout)
+    check_ssl(settings.ssl_cert, settings.ssl_key)
     check_exchange(settings.exchange)
+    check_lectures(settings.lectures, settings.course_dir)
     course = read_course(settings.course_dir)
     check_course_exchange(course, settings.exchange)
     if settings.spawner != "simple":  # "simple": everyone is the hub's user (tests only)
@@ -159,6 +177,73 @@ def check_spawner(spawner: str) -> None:
                 "pip install jupyterhub-systemdspawner (or COURSE_SPAWNER=local, which "
                 "does not enforce the memory and CPU limits)."
             ) from None
+
+
+def check_idle_timeout(idle_timeout: str) -> None:
+    if not idle_timeout.isdigit():
+        raise SettingError(
+            f"COURSE_IDLE_TIMEOUT={idle_timeout!r} is not a number of seconds: write a whole "
+            "number, e.g. COURSE_IDLE_TIMEOUT=3600 (an idle server stops after an hour; its "
+            "files stay), or 0 to keep idle servers running."
+        )
+    if int(idle_timeout) > 0:
+        try:
+            import jupyterhub_idle_culler  # noqa: F401
+        except ImportError:
+            raise SettingError(
+                f"COURSE_IDLE_TIMEOUT={idle_timeout} needs the package jupyterhub-idle-culler: "
+                "pip install jupyterhub-idle-culler (or COURSE_IDLE_TIMEOUT=0: no culling)."
+            ) from None
+
+
+def check_ssl(cert: str, key: str) -> None:
+    """HTTPS needs both files, readable by the hub; neither: plain HTTP (behind a TLS proxy)."""
+    if bool(cert) != bool(key):
+        given, missing = ("COURSE_SSL_CERT", "COURSE_SSL_KEY") if cert else (
+            "COURSE_SSL_KEY", "COURSE_SSL_CERT")  # fmt: skip
+        raise SettingError(
+            f"{given} is set but {missing} is empty: HTTPS needs the certificate and its key, "
+            "e.g. COURSE_SSL_CERT=/etc/letsencrypt/live/<server>/fullchain.pem and "
+            "COURSE_SSL_KEY=/etc/letsencrypt/live/<server>/privkey.pem (or set neither and put "
+            "the hub behind a TLS proxy, deploy/README.md)."
+        )
+    for setting, path in (("COURSE_SSL_CERT", cert), ("COURSE_SSL_KEY", key)):
+        if not path:
+            continue
+        if not Path(path).is_file():
+            raise SettingError(
+                f"{setting}={path}: no such file. Point it at the PEM file your certificate "
+                "authority gave (Let's Encrypt: /etc/letsencrypt/live/<server>/)."
+            )
+        if not os.access(path, os.R_OK):
+            raise SettingError(
+                f"{setting}={path}: the hub cannot read this file. Start the hub as root, or "
+                f"let its user read the file (chgrp <hub's group> {path} && chmod g+r {path})."
+            )
+    proxy = shutil.which("configurable-http-proxy")
+    if cert and proxy and "python" in Path(proxy).read_text(errors="replace")[:200].split("\n")[0]:
+        raise SettingError(
+            f"COURSE_SSL_CERT is set, but the proxy on the hub's PATH ({proxy}) is PyPI's "
+            "configurable-http-proxy, which does not do HTTPS. Install npm's "
+            "(npm install -g configurable-http-proxy, deploy/README.md: Install) and put it "
+            "first on the hub's PATH, or unset COURSE_SSL_CERT and COURSE_SSL_KEY and put the "
+            "hub behind a TLS proxy (deploy/README.md: HTTPS)."
+        )
+
+
+def check_lectures(lectures: Path, course_dir: Path) -> None:
+    """The lectures students copy home: a folder of notebooks outside the (closed) course."""
+    fix = f"sudo mkdir -p {lectures.parent} && sudo cp -r {course_dir}/lectures {lectures.parent}/"
+    if not lectures.is_dir() or not any(lectures.glob("*.ipynb")):
+        raise SettingError(
+            f"COURSE_LECTURES={lectures}: no lecture notebooks there. Every user's server copies "
+            f"the lectures from this folder into the user's home; install them: {fix}"
+        )
+    if lectures.resolve().is_relative_to(course_dir.resolve()):
+        raise SettingError(
+            f"COURSE_LECTURES={lectures} is inside the course directory, which students cannot "
+            f"read. Install the lectures where every user may read them: {fix}"
+        )
 
 
 def check_exchange(exchange: Path) -> None:
@@ -331,6 +416,37 @@ def groups(course_id: str) -> tuple[str, str]:
     return f"formgrade-{course_id}", f"nbgrader-{course_id}"
 
 
+COPY_LECTURES = """
+import shutil, sys
+from pathlib import Path
+
+source = Path(sys.argv[1])
+target = Path.home() / source.name
+try:
+    for path in sorted(source.rglob("*")):
+        inside = path.relative_to(source)
+        if not path.is_file() or any(part.startswith(".") for part in inside.parts):
+            continue
+        if not (target / inside).exists():  # a student's own copy is never replaced
+            (target / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / inside)
+except OSError as error:
+    print(f"The lectures were not all copied to {target}: {error}", file=sys.stderr)
+"""
+"""Copy the lectures (``argv[1]``) into the user's home, missing files only (run as the user)."""
+
+START = (
+    COPY_LECTURES
+    + """
+from jupyterhub.singleuser import main
+
+sys.argv = ["jupyterhub-singleuser", *sys.argv[2:]]
+sys.exit(main())
+"""
+)
+"""A user's server: the lectures copied home, then JupyterHub's single-user server."""
+
+
 def configure(c, settings: Settings, course: Course) -> None:
     """Set JupyterHub's configuration ``c`` for the class."""
     instructors, students = groups(course.course_id)
@@ -353,7 +469,8 @@ def configure(c, settings: Settings, course: Course) -> None:
     ]
 
     c.JupyterHub.spawner_class = SPAWNERS[settings.spawner]
-    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    # Every start copies new lectures home first (as the user; their edited copies are kept).
+    c.Spawner.cmd = [sys.executable, "-c", START, str(settings.lectures)]
     c.Spawner.default_url = "/lab"
     c.Spawner.mem_limit = settings.mem_limit
     c.Spawner.cpu_limit = float(settings.cpu_limit)
@@ -380,6 +497,27 @@ def configure(c, settings: Settings, course: Course) -> None:
             },
         }
     }
+    if settings.ssl_cert:
+        c.JupyterHub.ssl_cert = settings.ssl_cert
+        c.JupyterHub.ssl_key = settings.ssl_key
+    if int(settings.idle_timeout) > 0:  # stop idle servers: their memory back to the class
+        c.JupyterHub.services = [
+            {
+                "name": "idle-culler",
+                "command": [
+                    sys.executable, "-m", "jupyterhub_idle_culler",
+                    f"--timeout={settings.idle_timeout}",
+                ],
+            }
+        ]  # fmt: skip
+        c.JupyterHub.load_roles.append(
+            {
+                "name": "idle-culler",
+                "description": "Stop servers idle longer than COURSE_IDLE_TIMEOUT",
+                "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+                "services": ["idle-culler"],
+            }
+        )
     if settings.spawner == "systemd":
         c.SystemdSpawner.isolate_tmp = True
         c.SystemdSpawner.isolate_devices = True

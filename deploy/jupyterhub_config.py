@@ -1,7 +1,8 @@
 """JupyterHub for one class of the course: ``jupyterhub -f deploy/jupyterhub_config.py``.
 
 The settings come from the environment (COURSE_DIR, COURSE_EXCHANGE, COURSE_INSTRUCTORS,
-COURSE_STUDENTS, COURSE_MEM_LIMIT, COURSE_CPU_LIMIT, COURSE_SPAWNER; see course_hub.py and
+COURSE_STUDENTS, COURSE_MEM_LIMIT, COURSE_CPU_LIMIT, COURSE_LECTURES, COURSE_IDLE_TIMEOUT,
+COURSE_SSL_CERT, COURSE_SSL_KEY, COURSE_SPAWNER; see course_hub.py and
 deploy/README.md). A setting that cannot work stops the hub here, before it starts anything,
 with a message that names the setting and says what to do.
 """

@@ -4,7 +4,9 @@ An instructor and two students log in through JupyterHub's REST API (user name a
 and start their servers. The instructor generates and releases an assignment with the
 formgrader's API; a student's assignment list shows it only after that; the student fetches it
 (the student version, no solutions), submits it, and the instructor collects the submission
-under the student's JupyterHub name. Each role gets its own nbgrader tools, and instructors may
+under the student's JupyterHub name, autogrades it (in the bubblewrap sandbox), generates and
+releases the feedback, which the student fetches. Every user's home holds the lectures, and no
+role's JupyterLab asks about Jupyter news. Each role gets its own nbgrader tools, and instructors may
 open their students' servers, not the other way round.
 
 The settings that cannot work stop the hub at start with a message naming the setting; those
@@ -68,7 +70,10 @@ def make_course(tmp: Path) -> dict:
     shutil.copytree(ROOT / "exercises", course / "exercises")
     (course / "grading").mkdir()
     (course / "grading" / "exchange").symlink_to(exchange)
+    lectures = tmp / "share" / "lectures"  # the install's copy, outside the course directory
+    shutil.copytree(ROOT / "lectures", lectures, ignore=shutil.ignore_patterns(".*"))
     return {
+        "COURSE_LECTURES": str(lectures),
         "COURSE_DIR": str(course),
         "COURSE_EXCHANGE": str(exchange),
         "COURSE_INSTRUCTORS": INSTRUCTOR,
@@ -165,6 +170,14 @@ def test_a_course_exchange_that_is_not_the_class_exchange_is_named(settings_env,
         ({"COURSE_CPU_LIMIT": "0"}, "COURSE_CPU_LIMIT='0' is not a number of CPU cores"),
         ({"COURSE_CPU_LIMIT": "one"}, "COURSE_CPU_LIMIT='one'"),
         ({"COURSE_SPAWNER": "docker"}, "COURSE_SPAWNER='docker' is unknown"),
+        ({"COURSE_IDLE_TIMEOUT": "1h"}, "COURSE_IDLE_TIMEOUT='1h' is not a number of seconds"),
+        ({"COURSE_SSL_CERT": "/etc/hostname"}, "COURSE_SSL_CERT is set but COURSE_SSL_KEY"),
+        ({"COURSE_SSL_KEY": "/etc/hostname"}, "COURSE_SSL_KEY is set but COURSE_SSL_CERT"),
+        (
+            {"COURSE_SSL_CERT": "/nowhere.pem", "COURSE_SSL_KEY": "/etc/hostname"},
+            "COURSE_SSL_CERT=/nowhere.pem: no such file",
+        ),
+        ({"COURSE_LECTURES": "/nowhere"}, "COURSE_LECTURES=/nowhere: no lecture notebooks"),
     ],
 )
 def test_bad_users_limits_and_spawners_are_named(settings_env, changes, words):
@@ -196,6 +209,67 @@ def test_a_course_directory_students_could_read_stops_the_hub(tmp_path):
     (course / "grading").chmod(0o755)
     with pytest.raises(course_hub.SettingError, match="grading"):
         course_hub.check(settings)
+
+
+def test_unreadable_ssl_files_and_lectures_inside_the_course_are_named(
+    settings_env, tmp_path, monkeypatch
+):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    key.write_text("key")
+    node = tmp_path / "bin" / "configurable-http-proxy"  # npm's proxy, which does HTTPS
+    node.parent.mkdir()
+    node.write_text("#!/usr/bin/env node\n")
+    node.chmod(0o755)
+    monkeypatch.setenv("PATH", str(node.parent))
+    https = settings_from(settings_env, COURSE_SSL_CERT=str(cert), COURSE_SSL_KEY=str(key))
+    course_hub.check(https)
+    c = load_config({**settings_env, "COURSE_SSL_CERT": str(cert), "COURSE_SSL_KEY": str(key)})
+    assert (c.JupyterHub.ssl_cert, c.JupyterHub.ssl_key) == (str(cert), str(key))
+    if os.geteuid() != 0:  # root reads every file
+        key.chmod(0)
+        with pytest.raises(course_hub.SettingError, match=f"COURSE_SSL_KEY={key}: the hub cannot"):
+            course_hub.check(https)
+    inside = Path(settings_env["COURSE_DIR"]) / "lectures"
+    shutil.copytree(settings_env["COURSE_LECTURES"], inside)
+    with pytest.raises(course_hub.SettingError, match="is inside the course directory"):
+        course_hub.check(settings_from(settings_env, COURSE_LECTURES=str(inside)))
+    shutil.rmtree(inside)
+
+
+def test_lectures_are_copied_home_missing_files_only(settings_env, tmp_path):
+    source = tmp_path / "share" / "lectures"
+    shutil.copytree(settings_env["COURSE_LECTURES"], source)
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def start():
+        env = {**os.environ, "HOME": str(home)}
+        subprocess.run([sys.executable, "-c", course_hub.COPY_LECTURES, str(source)],
+                       env=env, check=True, timeout=60)  # fmt: skip
+
+    start()
+    names = sorted(p.name for p in source.glob("*.ipynb"))
+    assert names and sorted(p.name for p in (home / "lectures").glob("*.ipynb")) == names
+    edited = home / "lectures" / names[0]
+    edited.write_text("the student's own work")
+    (source / "99_new.ipynb").write_text("a lecture added later in the term")
+    start()
+    assert edited.read_text() == "the student's own work"  # never overwritten
+    assert (home / "lectures" / "99_new.ipynb").read_text() == "a lecture added later in the term"
+
+
+def test_the_idle_culler_is_a_hub_service_with_its_role(settings_env):
+    c = load_config(settings_env)
+    (service,) = c.JupyterHub.services
+    assert service["command"][1:] == ["-m", "jupyterhub_idle_culler", "--timeout=3600"]
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler"]
+    assert role["services"] == ["idle-culler"] and "delete:servers" in role["scopes"]
+    help_text = subprocess.run(service["command"][:3] + ["--help"], capture_output=True,
+                               text=True, timeout=60).stdout  # fmt: skip
+    assert "--timeout" in help_text
+    off = load_config({**settings_env, "COURSE_IDLE_TIMEOUT": "0"})
+    assert "services" not in off.JupyterHub
 
 
 def test_the_systemd_spawner_says_what_to_install_when_missing(settings_env):
@@ -246,7 +320,7 @@ def test_config_sets_roles_groups_exchange_and_limits(settings_env):
         "formgrade-explaining-convnets": {"users": [INSTRUCTOR]},
         "nbgrader-explaining-convnets": {"users": list(STUDENTS)},
     }
-    (role,) = c.JupyterHub.load_roles
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "instructor"]
     assert role["groups"] == ["formgrade-explaining-convnets"]
     assert {f"access:servers!user={name}" for name in STUDENTS} <= set(role["scopes"])
     assert "servers!group=nbgrader-explaining-convnets" in role["scopes"]
@@ -278,6 +352,10 @@ def test_role_configs_split_nbgrader_tools():
         "nbgrader.server_extensions.course_list",
     }
     assert servers_off("instructor") == set()
+    for role in ("student", "instructor"):  # no "receive official Jupyter news?" prompt
+        overrides = DEPLOY / "roles" / role / "labsettings" / "overrides.json"
+        news = json.loads(overrides.read_text())["@jupyterlab/apputils-extension:notification"]
+        assert news == {"fetchNews": "false"}
 
 
 # --- the hub, started for real --------------------------------------------------------------
@@ -338,6 +416,7 @@ def hub(settings_env, tmp_path_factory):
         "process": process,
         "log": log,
         "home": state / "home",
+        "lectures": settings_env["COURSE_LECTURES"],
     }
     try:
 
@@ -364,6 +443,27 @@ def hub(settings_env, tmp_path_factory):
             process.wait()
 
 
+def test_https_with_pypis_proxy_stops_the_hub_with_the_fix(settings_env, tmp_path):
+    """PyPI's configurable-http-proxy (the tests' proxy) has no HTTPS: the hub says so at start,
+    before its proxy would fail; npm's proxy (deploy/README.md: Install) does HTTPS."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    key.write_text("key")
+    https = {**settings_env, "COURSE_SSL_CERT": str(cert), "COURSE_SSL_KEY": str(key)}
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
+        cwd=tmp_path,
+        env=hub_environ(https),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "The course server cannot start: COURSE_SSL_CERT is set, but" in result.stderr
+    assert "npm install -g configurable-http-proxy" in result.stderr
+    assert not (tmp_path / "jupyterhub.sqlite").exists()
+
+
 def login(hub, name: str, password: str = PASSWORD) -> str:
     """Log in with user name and password through the REST API; return the user's token."""
     response = requests.post(
@@ -375,10 +475,10 @@ def login(hub, name: str, password: str = PASSWORD) -> str:
     return response.json()["token"]
 
 
-def api(hub, name: str, method: str, path: str, **kwargs) -> "requests.Response":
+def api(hub, name: str, method: str, path: str, timeout=120, **kwargs) -> "requests.Response":
     """A request to the hub or a server with ``name``'s token."""
     headers = {"Authorization": f"token {hub['tokens'][name]}"}
-    return requests.request(method, hub["url"] + path, headers=headers, timeout=120, **kwargs)
+    return requests.request(method, hub["url"] + path, headers=headers, timeout=timeout, **kwargs)
 
 
 def server_ready(hub, name: str) -> bool:
@@ -416,7 +516,8 @@ def test_a_wrong_password_gets_no_token(hub):
     assert response.status_code == 403
 
 
-def test_the_student_sees_the_assignment_once_released_and_the_instructor_collects(hub):
+def test_the_whole_homework_cycle_runs_through_the_hub(hub):
+    """Release, fetch, submit, collect, autograde (in the sandbox), feedback, as users do."""
     student = STUDENT
     assert ASSIGNMENT not in assignments(hub, student)
 
@@ -447,6 +548,28 @@ def test_the_student_sees_the_assignment_once_released_and_the_instructor_collec
     submitted = {s["student"] for s in response.json() if s["submitted"]}
     assert submitted == {student}  # the JupyterHub name, not the operating-system user
 
+    path = f"/user/{INSTRUCTOR}/formgrader/api/submission/{ASSIGNMENT}/{student}/autograde"
+    response = api(hub, INSTRUCTOR, "POST", path, timeout=600)
+    assert response.status_code == 200, response.text
+    assert response.json()["success"], response.json()["log"]
+    response = api(
+        hub, INSTRUCTOR, "GET", f"/user/{INSTRUCTOR}/formgrader/api/submissions/{ASSIGNMENT}"
+    )
+    (graded,) = [s for s in response.json() if s["student"] == student]
+    assert graded["autograded"] and graded["max_score"] > 0
+    assert graded["score"] < graded["max_score"]  # the exercise handed in unanswered
+    assert "Running the notebook in a bubblewrap sandbox" in hub["log"].read_text()
+
+    formgrader(hub, "generate_feedback")
+    formgrader(hub, "release_feedback")
+    response = api(hub, student, "POST", f"/user/{student}/assignments/fetch_feedback",
+                   json={"course_id": "explaining-convnets", "assignment_id": ASSIGNMENT})  # fmt: skip
+    assert response.status_code == 200 and response.json()["success"], response.text
+    (feedback,) = (hub["home"] / student / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html")
+    html = feedback.read_text()
+    assert f"{ASSIGNMENT}" in html and "Score" in html
+    assert "BEGIN SOLUTION" not in html  # the student's own work, graded
+
 
 def page_config(hub, name: str) -> dict:
     response = api(hub, name, "GET", f"/user/{name}/lab")
@@ -466,6 +589,28 @@ def test_each_role_gets_its_nbgrader_tools(hub):
     path = "/formgrader/api/assignments"
     assert api(hub, INSTRUCTOR, "GET", f"/user/{INSTRUCTOR}{path}").status_code == 200
     assert api(hub, STUDENT, "GET", f"/user/{STUDENT}{path}").status_code == 404
+
+
+def test_news_prompt_is_off_and_lectures_are_home(hub):
+    for name in (INSTRUCTOR, STUDENT):
+        path = f"/user/{name}/lab/api/settings/@jupyterlab/apputils-extension:notification"
+        response = api(hub, name, "GET", path)
+        assert response.status_code == 200, response.text
+        setting = response.json()
+        assert setting["schema"]["properties"]["fetchNews"]["default"] == "false"
+        assert setting["settings"].get("fetchNews", "false") == "false"
+    response = api(hub, STUDENT, "GET", f"/user/{STUDENT}/api/contents/lectures")
+    assert response.status_code == 200, response.text
+    listed = {item["name"] for item in response.json()["content"]}
+    installed = {p.name for p in Path(hub["lectures"]).glob("*.ipynb")}
+    assert installed and installed <= listed
+
+
+def test_the_idle_culler_runs_and_lists_the_servers(hub):
+    log = hub["log"].read_text()
+    assert "Starting managed service idle-culler" in log
+    # its role lets it read the users and their servers' activity (a 403 otherwise)
+    assert re.search(r"200 GET /hub/api/users\?state=\S* \(idle-culler@", log), log[-3000:]
 
 
 def test_instructors_may_open_students_servers_not_the_other_way(hub):
