@@ -372,6 +372,43 @@ def threaded_library(nb, ex, course):
     return nb
 
 
+def searches_the_files(nb, ex, course):
+    """Question 1 answered by the library's own code, searched for in every file the kernel can
+    read (the Python environment, /tmp, home): sources and bytecode of any lecture_lib copy."""
+    cell(nb, "relu_backward_deconvnet").source = (
+        "import marshal, os, sys\n"
+        "found = {}\n"
+        "roots = {sys.prefix, sys.base_prefix, os.path.dirname(os.__file__), '/tmp',\n"
+        "         os.path.expanduser('~'), os.getcwd()}\n"
+        "for root in roots:\n"
+        "    for top, _, files in os.walk(root):\n"
+        "        for name in files:\n"
+        "            path = os.path.join(top, name)\n"
+        "            if 'lecture_lib' not in path or not name.endswith(('.py', '.pyc')):\n"
+        "                continue\n"
+        "            try:\n"
+        "                if name.endswith('.py'):\n"
+        "                    text = open(path).read()\n"
+        "                    if 'def relu_backward(' not in text or 'NotAvailable' in text:\n"
+        "                        continue\n"
+        "                    code = compile(text, path, 'exec')\n"
+        "                else:\n"
+        "                    code = marshal.loads(open(path, 'rb').read()[16:])\n"
+        "                space = {'__name__': 'lecture_lib.found', '__package__': 'lecture_lib'}\n"
+        "                exec(code, space)\n"
+        "                if 'relu_backward' in space:\n"
+        "                    found[path] = space['relu_backward']\n"
+        "            except Exception:\n"
+        "                pass\n"
+        "print('copies with a working relu_backward:', sorted(found))\n\n"
+        "def relu_backward_deconvnet(forward_input, grad_output):\n"
+        "    for relu_backward in found.values():\n"
+        "        return relu_backward(forward_input, grad_output, 'deconvnet')\n"
+        "    raise NotImplementedError('no copy of the answer found')\n"
+    )
+    return nb
+
+
 def odd_messages(nb, ex, course):
     """Correct answers; while question 2's check runs, the kernel sends results nested 100,000
     deep, a huge number, and messages with odd headers and content."""
@@ -439,6 +476,7 @@ HOSTILE = {
     "forged_messages": (forged_messages, [Q1, Q2, Q3]),
     "forged_patch": (forged_patch, [Q1, Q2, Q3]),
     "threaded_library": (threaded_library, [Q1]),
+    "searches_the_files": (searches_the_files, [Q1]),
     "odd_messages": (odd_messages, [Q2]),
     "fills_shm": (fills_shm, []),
 }
