@@ -209,7 +209,6 @@ def test_free_cores_see_a_program_that_keeps_a_core_busy():
         return threads.free_cores()  # ... and the count since
 
     threads.forget()
-    idle = free_over(0.5)
     spawn = multiprocessing.get_context("spawn")
     started = spawn.Event()
     helper = spawn.Process(target=_spin, args=(30.0, started))
@@ -222,7 +221,9 @@ def test_free_cores_see_a_program_that_keeps_a_core_busy():
         helper.terminate()
         helper.join()
         threads.forget()
-    assert idle - busy > 0.6, (idle, busy)
+    # whatever else runs (other tests in parallel, other jobs), the spinner's core is not free
+    cores = threads._cpu_seconds()[3]
+    assert busy <= cores - 0.6, f"{busy:.2f} of {cores} cores seen free next to a spinning core"
 
 
 # --- every operation of a public function runs under the policy -------------------------------
