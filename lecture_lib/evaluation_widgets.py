@@ -164,11 +164,11 @@ def deletion_explorer(
         dot.set_data([share[k]], [mine.probabilities[k]])
         marker.set_xdata([share[k], share[k]])
         arrow = "↓" if kind == "deletion" else "↑"
-        title = f"{kind} ({substrate}), AUC {arrow}: {method} {mine.area:.2f}"
+        title = f"{kind}, {substrate}: AUC {arrow} {mine.area:.2f}"
         other.set_visible(theirs is not None)
         if theirs is not None:
             other.set_ydata(theirs.probabilities)
-            title += f"\ndashed: {versus} {theirs.area:.2f}"
+            title += f"\ndashed: {versus}, AUC {theirs.area:.2f}"
         right.set_title(title)
         return {
             "image": mine.pictures[k],

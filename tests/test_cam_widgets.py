@@ -234,3 +234,22 @@ def test_the_picture_fits_a_slide(shapes_net, images):
     explorer = cam_widgets.grad_cam_explorer(shapes_net, images[0])
     width, height = (explorer.figure.get_size_inches() * explorer.figure.dpi).round()
     assert width <= 960 and height <= 380
+
+
+def test_titles_and_the_scale_label_stay_inside_the_picture(shapes_net, images, monkeypatch):
+    x, labels = images
+    explorer = cam_widgets.grad_cam_explorer(shapes_net, x, labels, class_names=list(CLASSES))
+    monkeypatch.setitem(  # the longest title: a map that is zero everywhere
+        cam_widgets.METHODS, "guided HiResCAM", lambda model, image, c, layer: torch.zeros(64, 64)
+    )
+    renderer = explorer.picture.canvas.get_renderer()
+    inside = explorer.figure.bbox
+    for method in cam_widgets.METHODS:
+        explorer.controls["method"].value = method
+        explorer.picture.render()
+        texts = [ax.title for ax in explorer.figure.axes] + [explorer.figure.axes[2].yaxis.label]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text.get_text()
+            assert inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
+    assert "zero everywhere" in explorer.figure.axes[1].get_title()

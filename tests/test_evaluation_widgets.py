@@ -91,7 +91,7 @@ def test_the_curve_is_the_probability_after_each_step(shapes_net, case):
     curve = explorer.shown["curve"]
     trapezoids = sum((curve[k - 1] + curve[k]) / (2 * STEPS) for k in range(1, STEPS + 1))
     assert explorer.shown["auc"] == pytest.approx(trapezoids, abs=1e-6)
-    assert f"random {trapezoids:.2f}" in explorer.figure.axes[2].get_title()
+    assert f"deletion, mean colour: AUC ↓ {trapezoids:.2f}" in explorer.figure.axes[2].get_title()
 
 
 def test_moving_the_step_only_redraws(shapes_net, case):
@@ -157,7 +157,7 @@ def test_insertion_and_black_by_hand(shapes_net, case):
     np.testing.assert_allclose(explorer.shown["image"], picture, atol=1e-6)
     assert explorer.shown["probability"] == pytest.approx(p, abs=1e-5)
     assert "25% put back" in explorer.figure.axes[0].get_title()
-    assert "insertion (black), AUC ↑" in explorer.figure.axes[2].get_title()
+    assert "insertion, black: AUC ↑" in explorer.figure.axes[2].get_title()
 
 
 def test_the_second_curve_is_drawn_dashed_or_not_at_all(shapes_net, case):
@@ -168,7 +168,7 @@ def test_the_second_curve_is_drawn_dashed_or_not_at_all(shapes_net, case):
     mask_curve = evaluate.deletion_curve(shapes_net, images[0], maps["mask"][0], steps=STEPS)
     np.testing.assert_allclose(explorer.shown["against"], mask_curve.numpy(), atol=1e-6)
     dashed = explorer.figure.axes[2].lines[1]
-    assert dashed.get_visible() and "dashed: mask" in explorer.figure.axes[2].get_title()
+    assert dashed.get_visible() and "dashed: mask, AUC" in explorer.figure.axes[2].get_title()
     before = png(explorer)
     explorer.controls["against"].value = evaluation_widgets.NONE
     assert png(explorer) != before and explorer.shown["against"] is None
@@ -218,3 +218,20 @@ def test_the_picture_fits_a_slide(shapes_net, case):
     explorer = evaluation_widgets.deletion_explorer(shapes_net, images, maps)
     width, height = (explorer.figure.get_size_inches() * explorer.figure.dpi).round()
     assert width <= 960 and height <= 380
+
+
+def test_titles_stay_inside_the_picture_with_long_names(shapes_net, case):
+    images, maps = case
+    long = {"gradient = saliency": maps["gradient"], "integrated gradients (mean)": maps["noise"]}
+    explorer = evaluation_widgets.deletion_explorer(
+        shapes_net, images, long, curve="insertion", substrate="mean colour",
+        against="integrated gradients (mean)", class_names=list(CLASSES),
+    )  # fmt: skip
+    explorer.controls["step"].value = 7
+    renderer = explorer.picture.canvas.get_renderer()
+    inside = explorer.figure.bbox
+    for ax in explorer.figure.axes:
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+            box = text.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text.get_text()
+            assert inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
