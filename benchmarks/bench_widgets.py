@@ -218,6 +218,8 @@ def measure(args) -> None:
     for name, measured in (("50 steps after 100 (kept)", fewer), ("110 steps after 100", more)):
         rows.append((f"class model: {name}", summary(measured)))
 
+    rows.extend(deletion_rows(model, images, r))
+    rows.extend(grad_cam_rows(model, images, labels, r))
     rows.extend(pictures(methods, r))
     print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
     header = f"{'update':52s} {'mean ms':>8s} {'best ms':>8s} {'x base':>7s} {'best x':>7s}"
@@ -227,6 +229,57 @@ def measure(args) -> None:
         ratios = f"{mean / baseline[0]:7.1f} {best / baseline[1]:7.1f}"
         verdict = "yes" if first <= LIMIT_MS else "no"
         print(f"{name:52s} {mean:8.1f} {best:8.1f} {ratios} {first:8.1f} {cpu:7.1f}  {verdict}")
+
+
+def built(make) -> tuple[widgets.Explorer, tuple[float, ...]]:
+    """An explorer and the milliseconds its building took, as a row's four numbers."""
+    start = time.perf_counter()
+    explorer = make()
+    build = 1000 * (time.perf_counter() - start)
+    return explorer, (build,) * 4
+
+
+def deletion_rows(model, images, repeats: int) -> list[tuple[str, tuple]]:
+    """``evaluation_widgets.deletion_explorer`` with the gradient's maps against a random map:
+    a new image computes both curves (10 steps), a step only redraws."""
+    from lecture_lib import attribution, evaluation_widgets
+
+    maps = {
+        "gradient": attribution.gradient(model, images),
+        "random": torch.rand(images[:, 0].shape, generator=torch.Generator().manual_seed(0)),
+    }
+    explorer, build = built(
+        lambda: evaluation_widgets.deletion_explorer(model, images, maps, against="random")
+    )
+    step = explorer.controls["step"]
+
+    def next_step():
+        step.value = (step.value + 1) % (step.max + 1)
+
+    return [
+        ("deletion: build (4 images, 2 maps, 10 steps)", build),
+        ("deletion: next step (drawn only)", timed(next_step, 2 * repeats, explorer)),
+        ("deletion: new image, both curves", timed(fresh(explorer), repeats, explorer)),
+    ]
+
+
+def grad_cam_rows(model, images, labels, repeats: int) -> list[tuple[str, tuple]]:
+    """``cam_widgets.grad_cam_explorer``: each method at the default layer, computed anew, and
+    the first layer (the largest maps), and a setting seen before."""
+    from lecture_lib import cam_widgets
+
+    explorer, build = built(lambda: cam_widgets.grad_cam_explorer(model, images, labels))
+    rows = [("Grad-CAM: build (4 images)", build)]
+    for method in cam_widgets.METHODS:
+        with explorer.hold():
+            explorer.controls["method"].value = method
+        rows.append((f"Grad-CAM: {method}, new", timed(fresh(explorer), repeats, explorer)))
+    with explorer.hold():
+        explorer.controls["method"].value = "Grad-CAM"
+        explorer.controls["layer"].value = explorer.controls["layer"].options[0]
+    rows.append(("Grad-CAM: first layer, new", timed(fresh(explorer), repeats, explorer)))
+    rows.append(("Grad-CAM: cached", timed(explorer.update, repeats, explorer)))
+    return rows
 
 
 def pictures(explorer: widgets.Explorer, repeats: int) -> list[tuple[str, tuple]]:

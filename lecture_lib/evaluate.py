@@ -293,18 +293,8 @@ def deletion_curve(
     Returns:
         ``[N, steps + 1]``, the target probability after each step (``[steps + 1]`` for one image).
     """
-    return _curve(
-        model,
-        inputs,
-        attributions,
-        target,
-        steps,
-        substrate,
-        seed,
-        batch_size,
-        progress,
-        "deletion",
-    )
+    arguments = (model, inputs, attributions, target, steps, substrate, seed, batch_size, progress)
+    return _curve(*arguments, "deletion")
 
 
 @threads.under_policy
@@ -325,35 +315,52 @@ def insertion_curve(
     ``steps`` the image itself. A good map makes the probability rise fast: a large ``auc``.
     The arguments are those of ``deletion_curve``; ``target=None`` is the class predicted on
     the whole image."""
-    return _curve(
-        model,
-        inputs,
-        attributions,
-        target,
-        steps,
-        substrate,
-        seed,
-        batch_size,
-        progress,
-        "insertion",
-    )
+    arguments = (model, inputs, attributions, target, steps, substrate, seed, batch_size, progress)
+    return _curve(*arguments, "insertion")
 
 
 def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_size, progress, kind):
     method = f"{kind}_curve"
-    for name, value, low in (
-        ("steps", steps, 1),
-        ("batch_size", 1 if batch_size is None else batch_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{method}: {name} must be an int >= {low}, got {name}={value!r}.")
+    size = 1 if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{method}: batch_size must be an int >= 1, got {batch_size=!r}.")
+    batch, single, first, then, rank, cut = _removal(
+        inputs, attributions, steps, substrate, seed, kind, method, model_device(model)
+    )
+    n, h, w = batch.shape[0], batch.shape[2], batch.shape[3]
+    with explaining(model), torch.no_grad():
+        target = target_indices(target, model(batch), method)
+        example = torch.arange(n, device=batch.device).repeat_interleave(steps + 1)
+        step = torch.arange(steps + 1, device=batch.device).repeat(n)
+        everything = torch.arange(n * (steps + 1), device=batch.device)
+        chunks = [
+            everything[part] for part in passes(len(everything), batch_size or pass_size(batch))
+        ]
+        show = progress if progress is not None else len(chunks) > 20
+        probabilities = []
+        for chunk in tqdm(chunks, desc=method.replace("_", " "), disable=not show, leave=False):
+            i, k = example[chunk], step[chunk]
+            moved = (rank[i] < cut[k][:, None]).view(-1, 1, h, w)
+            images = torch.where(moved, then[i], first[i])
+            _, logits = score(model, images, target[i], method)
+            probabilities.append(torch.softmax(logits, dim=1).gather(1, target[i][:, None])[:, 0])
+    curve = torch.cat(probabilities).view(n, steps + 1)
+    return curve[0] if single else curve
+
+
+def _removal(inputs, attributions, steps, substrate, seed, kind, method, device=None):
+    """What a curve shows: ``(batch, single, first, then, rank, cut)``, checked. Pixel p of image
+    i shows ``then`` instead of ``first`` after step k if ``rank[i, p] < cut[k] = k H W // steps``:
+    the first ``cut[k]`` of its ``pixel_order`` (deletion: the image, then the substrate)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{method}: steps must be an int >= 1, got steps={steps!r}.")
     batch, single = as_batch(inputs, method)
     if batch.ndim != 4:
         raise ValueError(
             f"{method}: inputs must be images [N, C, H, W] or one image [C, H, W], got shape "
             f"{tuple(batch.shape)}."
         )
-    batch = batch.detach().to(model_device(model))
+    batch = batch.detach().to(device or batch.device)
     a = _as_tensor(attributions, "attributions", method)
     a = a.unsqueeze(0) if single else a
     n, c, h, w = batch.shape
@@ -374,25 +381,22 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=batch.device).expand(n, -1))
     cut = torch.arange(steps + 1, device=batch.device) * (h * w) // steps
+    return batch, single, first, then, rank, cut
 
-    with explaining(model), torch.no_grad():
-        target = target_indices(target, model(batch), method)
-        example = torch.arange(n, device=batch.device).repeat_interleave(steps + 1)
-        step = torch.arange(steps + 1, device=batch.device).repeat(n)
-        everything = torch.arange(n * (steps + 1), device=batch.device)
-        chunks = [
-            everything[part] for part in passes(len(everything), batch_size or pass_size(batch))
-        ]
-        show = progress if progress is not None else len(chunks) > 20
-        probabilities = []
-        for chunk in tqdm(chunks, desc=method.replace("_", " "), disable=not show, leave=False):
-            i, k = example[chunk], step[chunk]
-            moved = (rank[i] < cut[k][:, None]).view(-1, 1, h, w)
-            images = torch.where(moved, then[i], first[i])
-            _, logits = score(model, images, target[i], method)
-            probabilities.append(torch.softmax(logits, dim=1).gather(1, target[i][:, None])[:, 0])
-    curve = torch.cat(probabilities).view(n, steps + 1)
-    return curve[0] if single else curve
+
+@threads.under_policy
+def step_images(inputs, attributions, steps=20, substrate="mean", seed=0, kind="deletion"):
+    """What ``deletion_curve`` (``kind="deletion"``) or ``insertion_curve`` shows the model after
+    each step k, ``[N, steps + 1, C, H, W]`` (one image: ``[steps + 1, C, H, W]``): the first
+    ``k H W // steps`` pixels of ``pixel_order`` made the substrate's (insertion: the image's)."""
+    if kind not in ("deletion", "insertion"):
+        raise ValueError(f"step_images: kind must be 'deletion' or 'insertion', got {kind!r}.")
+    batch, single, first, then, rank, cut = _removal(
+        inputs, attributions, steps, substrate, seed, kind, "step_images"
+    )
+    moved = (rank[:, None, :] < cut[None, :, None]).view(len(batch), -1, 1, *batch.shape[-2:])
+    images = torch.where(moved, then[:, None], first[:, None])
+    return images[0] if single else images
 
 
 @threads.under_policy

@@ -25,6 +25,7 @@ from lecture_lib.evaluate import (
     rank,
     reinitialize,
     spearman,
+    step_images,
 )
 from lecture_lib.models import ShapesNet
 
@@ -259,6 +260,33 @@ def test_curve_is_the_same_in_any_chunking_and_for_one_image(shapes_net, shapes_
     one = deletion_curve(shapes_net, images[3], maps[3], steps=5, substrate="blur")
     assert one.shape == (6,)
     assert torch.allclose(one, whole[3], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["deletion", "insertion"])
+def test_step_images_are_what_the_curve_shows(shapes_net, shapes_batch, kind):
+    images = shapes_batch[0][:3]
+    maps = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))  # no ties
+    shown = step_images(images, maps, steps=4, kind=kind)
+    assert shown.shape == (3, 5, 3, 64, 64)
+    with torch.no_grad():
+        target = shapes_net(images).argmax(dim=1)
+        p = shapes_net(shown.flatten(0, 1)).softmax(dim=1).view(3, 5, -1)
+    curve_fn = deletion_curve if kind == "deletion" else insertion_curve
+    expected = p.gather(2, target[:, None, None].expand(3, 5, 1))[..., 0]
+    assert torch.allclose(curve_fn(shapes_net, images, maps, steps=4), expected, atol=1e-6)
+    # by hand: after step 1 of 4, the 1024 most important pixels have moved
+    top = maps[0].flatten().argsort(descending=True)[:1024]
+    mean = images[0].mean(dim=(1, 2), keepdim=True).expand_as(images[0]).flatten(1)
+    start, end = (
+        (images[0].flatten(1), mean) if kind == "deletion" else (mean, images[0].flatten(1))
+    )
+    by_hand = start.clone()
+    by_hand[:, top] = end[:, top]
+    assert torch.allclose(
+        step_images(images[0], maps[0], steps=4, kind=kind)[1].flatten(1), by_hand
+    )
+    with pytest.raises(ValueError, match="kind must be 'deletion' or 'insertion'"):
+        step_images(images, maps, kind="removal")
 
 
 def test_substrates():

@@ -213,6 +213,8 @@ check_deletion_curve = Check(
         "lecture_lib.evaluate.deletion_curve",
         "lecture_lib.evaluate.insertion_curve",
         "lecture_lib.evaluate._curve",
+        "lecture_lib.evaluate._removal",
+        "lecture_lib.evaluate.step_images",
         "lecture_lib.evaluate.pixel_order",
     ],
 )
