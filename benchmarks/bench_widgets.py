@@ -218,6 +218,7 @@ def measure(args) -> None:
     for name, measured in (("50 steps after 100 (kept)", fewer), ("110 steps after 100", more)):
         rows.append((f"class model: {name}", summary(measured)))
 
+    rows.extend(fooling_and_shortcut_rows(model, images, r))
     rows.extend(pictures(methods, r))
     print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
     header = f"{'update':52s} {'mean ms':>8s} {'best ms':>8s} {'x base':>7s} {'best x':>7s}"
@@ -228,6 +229,38 @@ def measure(args) -> None:
         verdict = "yes" if first <= LIMIT_MS else "no"
         print(f"{name:52s} {mean:8.1f} {best:8.1f} {ratios} {first:8.1f} {cpu:7.1f}  {verdict}")
 
+
+def built(make) -> tuple[float, float, float, float]:
+    """A row for building an explorer: ``make()``'s wall time (the first picture included)."""
+    start = time.perf_counter()
+    make()
+    ms = 1000 * (time.perf_counter() - start)
+    return ms, ms, ms, ms
+
+
+def fooling_and_shortcut_rows(model, images, repeats: int) -> list[tuple[str, tuple]]:
+    """The explorers of lectures 08 (``fooling_widgets``) and 09 (``shortcut_widgets``)."""
+    from lecture_lib.fooling_widgets import fooling_explorer
+    from lecture_lib.models import load_shortcut_net
+    from lecture_lib.shortcut_widgets import METHODS, shortcut_explorer
+
+    rows = [("fooling: build (4 images)", built(lambda: fooling_explorer(model, images)))]
+    fool = fooling_explorer(model, images)
+    for attack in ("signed step", "gradient steps"):
+        with fool.hold():
+            fool.controls["attack"].value = attack
+        rows.append((f"fooling: {attack}, new", timed(fresh(fool), repeats, fool)))
+    rows.append(("fooling: cached", timed(fool.update, repeats, fool)))
+
+    networks = {"cheating net": load_shortcut_net(), "ShapesNet": model}
+    rows.append(("shortcut: build (8 images, 3 marks)", built(lambda: shortcut_explorer(networks))))
+    cheat = shortcut_explorer(networks)
+    for method in METHODS:
+        with cheat.hold():
+            cheat.controls["method"].value = method
+        rows.append((f"shortcut: {method}, new", timed(fresh(cheat), repeats, cheat)))
+    rows.append(("shortcut: cached", timed(cheat.update, repeats, cheat)))
+    return rows
 
 def pictures(explorer: widgets.Explorer, repeats: int) -> list[tuple[str, tuple]]:
     """The drawing alone: the whole figure drawn and encoded by Pillow, and (where the
