@@ -106,17 +106,26 @@ def shortcut_explorer(
             f"{function}: method must be one of {', '.join(map(repr, METHODS))}, "
             f"got method={method!r}."
         )
-    shapes = {marks: make_shortcut_shapes(n, seed=seed, marks=marks) for marks in MARKS}
+    # each variant of the shapes, and each network's answers on it, made when first shown
+    shapes = {"honest": make_shortcut_shapes(n, seed=seed, marks="honest")}
+    probabilities: dict[tuple[str, str], torch.Tensor] = {}
+
+    def variant(marks: str):
+        if marks not in shapes:
+            shapes[marks] = make_shortcut_shapes(n, seed=seed, marks=marks)
+        return shapes[marks]
+
+    def answers(name: str, marks: str) -> torch.Tensor:
+        """P_c of every class for every image ``[n, K]``, from one forward pass."""
+        if (name, marks) not in probabilities:
+            scores = _scores(networks[name], variant(marks).images)
+            probabilities[name, marks] = scores.softmax(dim=-1)
+        return probabilities[name, marks]
+
     honest = shapes["honest"]
     size = honest.images.shape[-1]
     place = mark_mask(size)
-    probabilities = {
-        (name, marks): _scores(net, shapes[marks].images).softmax(dim=-1)
-        for name, net in networks.items()
-        for marks in MARKS
-    }
-    names = plot.class_names_for(next(iter(probabilities.values())).shape[-1], class_names)
-    pictures = {marks: [to_hwc(x) for x in shapes[marks].images] for marks in MARKS}
+    names = plot.class_names_for(answers(next(iter(networks)), "honest").shape[-1], class_names)
     controls = {
         "image": _image_slider(n),
         "network": ipw.Dropdown(options=list(networks), description="network"),
@@ -127,7 +136,7 @@ def shortcut_explorer(
     }
     # a picture 364 pixels high: it fits a 1280 x 720 slide with the controls above it
     figure, left, right, scale = image_and_map(image=300, box=(300, 300), gap=60)
-    image_artist = plot.draw_image(left, pictures["honest"][0])
+    image_artist = plot.draw_image(left, to_hwc(honest.images[0]))
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
     colorbar(figure, map_artist, scale, "importance max_k |a_k|")
     rows, cols = np.nonzero(place.numpy())
@@ -146,19 +155,21 @@ def shortcut_explorer(
 
     def draw(values: dict) -> dict:
         i, name, marks, how = values["image"], values["network"], values["mark"], values["method"]
-        p = probabilities[name, marks][i]
+        data = variant(marks)
+        p = answers(name, marks)[i]
         c = int(p.argmax())
         key = (name, marks, i, how)
         if key not in cache:
-            raw = METHODS[how](networks[name], shapes[marks].images[i], c)
+            raw = METHODS[how](networks[name], data.images[i], c)
             cache[key] = evaluate.importance(raw[None].float())[0].numpy()
         importance = torch.from_numpy(cache[key])
         on_mark = float(evaluate.mask_share(importance, place))
-        on_object = float(evaluate.mask_share(importance, shapes[marks].masks[i]))
+        on_object = float(evaluate.mask_share(importance, data.masks[i]))
         peak = float(evaluate.pointing_game(importance, place, tolerance=1))
-        mark_label = int(shapes[marks].mark_labels[i])
+        mark_label = int(data.mark_labels[i])
         mark = f"mark: {names[mark_label]}" if mark_label >= 0 else "no mark"
-        image_artist.set_data(pictures[marks][i])
+        picture = to_hwc(data.images[i])
+        image_artist.set_data(picture)
         left.set_title(
             f"image {i}: {names[int(honest.labels[i])]}, {mark}\n"
             f"{name}: {names[c]} (p = {p[c]:.2f})"
@@ -170,7 +181,7 @@ def shortcut_explorer(
         )
         show_map(map_artist, plot.map_style(cache[key], signed=False, function=function))
         return {
-            "image": pictures[marks][i],
+            "image": picture,
             "map": cache[key],
             "predicted": c,
             "probability": float(p[c]),
