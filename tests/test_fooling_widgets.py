@@ -189,3 +189,20 @@ def test_predicted_margin_is_linear_in_the_change(shapes_net, images):
     assert float(estimate.predicted_margin(torch.zeros_like(x))) == float(estimate.margin)
     with pytest.raises(ValueError, match="change must have the images' shape"):
         estimate.predicted_margin(torch.zeros(3, 8, 8))
+
+
+def test_the_picture_is_the_figure_whole_and_fits_a_slide(shapes_net, images):
+    from test_widgets import full_draw, parts_cut_off, shown_pixels
+
+    explorer = fooling_explorer(shapes_net, images)
+    for attack, image in (("signed step", 0), ("gradient steps", 1)):
+        with explorer.hold():
+            explorer.controls["attack"].value = attack
+            explorer.controls["image"].value = image
+        reference, shown = full_draw(explorer), shown_pixels(explorer)
+        assert shown.shape == reference.shape and shown.shape[0] <= 380  # a 1280 x 720 slide
+        differ = np.abs(shown - reference).max(axis=-1) > 40
+        assert differ.mean() < 0.005, differ.mean()
+        assert parts_cut_off(explorer.figure) == []
+        line = explorer.figure.texts[0].get_window_extent()
+        assert line.x0 >= 0 and line.x1 <= shown.shape[1] and line.y0 >= 0

@@ -177,3 +177,16 @@ def test_bad_settings_are_explained(networks):
         shortcut_explorer(networks, 0)
     with pytest.raises(ValueError, match="method must be one of 'saliency'.*got method='lrp'"):
         shortcut_explorer(networks, method="lrp")
+
+
+def test_the_picture_is_the_figure_whole_and_fits_a_slide(networks):
+    from test_widgets import full_draw, parts_cut_off, shown_pixels
+
+    explorer = shortcut_explorer(networks, 2)
+    for method in ("saliency", "occlusion"):
+        explorer.controls["method"].value = method
+        reference, shown = full_draw(explorer), shown_pixels(explorer)
+        assert shown.shape == reference.shape and shown.shape[0] <= 380  # a 1280 x 720 slide
+        differ = np.abs(shown - reference).max(axis=-1) > 40
+        assert differ.mean() < 0.005, differ.mean()
+        assert parts_cut_off(explorer.figure) == []
