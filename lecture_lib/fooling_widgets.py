@@ -86,7 +86,6 @@ def fooling_explorer(
     targets = [("runner-up", RUNNER_UP)] + [(name, k) for k, name in enumerate(names)]
     controls = {
         "image": _image_slider(len(batch)),
-        "target": ipw.Dropdown(options=targets, value=RUNNER_UP, description="fool into"),
         "attack": ipw.Dropdown(options=list(ATTACKS), value=attack, description="attack"),
         "epsilon": ipw.SelectionSlider(
             options=[(f"{g}/255", g) for g in GREY_LEVELS], value=grey_levels, description="ε"
@@ -94,6 +93,7 @@ def fooling_explorer(
         "steps": ipw.IntSlider(
             value=steps, min=1, max=MAX_STEPS, description="max steps", continuous_update=False
         ),
+        "target": ipw.Dropdown(options=targets, value=RUNNER_UP, description="fool into"),
     }
     figure, panels, scale, line = _figure()
     original, change, changed = panels

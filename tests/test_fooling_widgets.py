@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 
 import copy  # noqa: E402
 
+import ipywidgets  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -133,6 +135,9 @@ def test_a_revisit_is_served_from_the_cache(shapes_net, images):
 
 def test_any_class_but_the_predicted_one(shapes_net, images):
     explorer = fooling_explorer(shapes_net, images)
+    # the first dropdown (the one a browser test moves on by one) never leads to an error
+    dropdowns = [k for k, c in explorer.controls.items() if isinstance(c, ipywidgets.Dropdown)]
+    assert dropdowns == ["attack", "target"]
     c = explorer.shown["source"]
     other = (c + 2) % len(CLASSES)
     explorer.controls["target"].value = other
