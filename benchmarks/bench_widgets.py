@@ -262,6 +262,7 @@ def fooling_and_shortcut_rows(model, images, repeats: int) -> list[tuple[str, tu
     rows.append(("shortcut: cached", timed(cheat.update, repeats, cheat)))
     return rows
 
+
 def pictures(explorer: widgets.Explorer, repeats: int) -> list[tuple[str, tuple]]:
     """The drawing alone: the whole figure drawn and encoded by Pillow, and (where the
     explorer has one) ``picture.Picture``'s render and PNG."""

@@ -129,9 +129,7 @@ def fooling_explorer(
         key = (i, t, attack, size)
         if key not in cache:
             if attack == "signed step":
-                result = fooling.fast_gradient_sign(
-                    model, batch[i], t, size * fooling.GREY_LEVEL
-                )
+                result = fooling.fast_gradient_sign(model, batch[i], t, size * fooling.GREY_LEVEL)
             else:
                 result = fooling.fooling_image(model, batch[i], t, max_steps=size)
                 taken = int(result.steps)

@@ -140,12 +140,9 @@ def shortcut_explorer(
     map_artist = right.imshow(np.zeros((1, 1)), interpolation="nearest")
     colorbar(figure, map_artist, scale, "importance max_k |a_k|")
     rows, cols = np.nonzero(place.numpy())
+    corner, side = (cols.min() - 1.5, rows.min() - 1.5), cols.max() - cols.min() + 3  # 1 px out
     squares = [
-        Rectangle(
-            (cols.min() - 1.5, rows.min() - 1.5), cols.max() - cols.min() + 3,
-            rows.max() - rows.min() + 3,
-            fill=False, color=colour, linestyle="--", linewidth=1.2,
-        )  # fmt: skip
+        Rectangle(corner, side, side, fill=False, color=colour, linestyle="--", linewidth=1.2)
         for colour in ("white", "cyan")
     ]
     left.add_patch(squares[0])

@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 import copy  # noqa: E402
 
 import ipywidgets  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
