@@ -129,6 +129,7 @@ class TaylorEstimate:
     l2: torch.Tensor
     linf: torch.Tensor
 
+    @threads.under_policy
     def predicted_margin(self, change: torch.Tensor) -> torch.Tensor:
         r"""The margin that the linear model predicts after the change :math:`\delta`,
         :math:`m_0 + g^T \delta` (per example; ``change`` shaped as the images), to compare with
