@@ -220,6 +220,7 @@ def measure(args) -> None:
 
     rows.extend(deletion_rows(model, images, r))
     rows.extend(grad_cam_rows(model, images, labels, r))
+    rows.extend(fooling_and_shortcut_rows(model, images, r))
     rows.extend(pictures(methods, r))
     print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
     header = f"{'update':52s} {'mean ms':>8s} {'best ms':>8s} {'x base':>7s} {'best x':>7s}"
@@ -279,6 +280,31 @@ def grad_cam_rows(model, images, labels, repeats: int) -> list[tuple[str, tuple]
         explorer.controls["layer"].value = explorer.controls["layer"].options[0]
     rows.append(("Grad-CAM: first layer, new", timed(fresh(explorer), repeats, explorer)))
     rows.append(("Grad-CAM: cached", timed(explorer.update, repeats, explorer)))
+    return rows
+
+
+def fooling_and_shortcut_rows(model, images, repeats: int) -> list[tuple[str, tuple]]:
+    """The explorers of lectures 08 (``fooling_widgets``) and 09 (``shortcut_widgets``)."""
+    from lecture_lib.fooling_widgets import fooling_explorer
+    from lecture_lib.models import load_shortcut_net
+    from lecture_lib.shortcut_widgets import METHODS, shortcut_explorer
+
+    fool, build = built(lambda: fooling_explorer(model, images))
+    rows = [("fooling: build (4 images)", build)]
+    for attack in ("signed step", "gradient steps"):
+        with fool.hold():
+            fool.controls["attack"].value = attack
+        rows.append((f"fooling: {attack}, new", timed(fresh(fool), repeats, fool)))
+    rows.append(("fooling: cached", timed(fool.update, repeats, fool)))
+
+    networks = {"cheating net": load_shortcut_net(), "ShapesNet": model}
+    cheat, build = built(lambda: shortcut_explorer(networks))
+    rows.append(("shortcut: build (8 images, 3 marks)", build))
+    for method in METHODS:
+        with cheat.hold():
+            cheat.controls["method"].value = method
+        rows.append((f"shortcut: {method}, new", timed(fresh(cheat), repeats, cheat)))
+    rows.append(("shortcut: cached", timed(cheat.update, repeats, cheat)))
     return rows
 
 

@@ -129,6 +129,20 @@ class TaylorEstimate:
     l2: torch.Tensor
     linf: torch.Tensor
 
+    @threads.under_policy
+    def predicted_margin(self, change: torch.Tensor) -> torch.Tensor:
+        r"""The margin that the linear model predicts after the change :math:`\delta`,
+        :math:`m_0 + g^T \delta` (per example; ``change`` shaped as the images), to compare with
+        the margin the network really gives :math:`I_0 + \delta`."""
+        change = torch.as_tensor(change, dtype=self.gradient.dtype)
+        if change.shape != self.gradient.shape:
+            raise ValueError(
+                f"predicted_margin: change must have the images' shape "
+                f"{tuple(self.gradient.shape)}, got {tuple(change.shape)}."
+            )
+        dot = (self.gradient * change).flatten(-3).sum(dim=-1)
+        return self.margin + dot
+
 
 # --- checks ---------------------------------------------------------------------------------
 
