@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import answer_calls, threads
 from .data import gaussian_blur
 from .targets import (
     as_batch,
@@ -136,6 +136,7 @@ def dilate(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def pointing_game(
     attributions: torch.Tensor,
     masks: torch.Tensor,
@@ -243,6 +244,7 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The pixels of each map, most important first: ``[N, H*W]`` flat indices (row-major).
 
@@ -257,6 +259,7 @@ def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def deletion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -308,6 +311,7 @@ def deletion_curve(
 
 
 @threads.under_policy
+@answer_calls.recorded
 def insertion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -339,6 +343,7 @@ def insertion_curve(
     )
 
 
+@answer_calls.recorded
 def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_size, progress, kind):
     method = f"{kind}_curve"
     for name, value, low in (
@@ -365,24 +370,20 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
             f"with H, W = {h}, {w}."
         )
     background = make_substrate(batch, substrate).to(batch.device)
-    if kind == "deletion":
-        first, then = batch, background  # the most important pixels go to the substrate ...
-    else:
-        first, then = background, batch  # ... or come back from the substrate to the image
+    # the most important pixels go to the substrate (deletion) or come back from it (insertion)
+    first, then = (batch, background) if kind == "deletion" else (background, batch)
     # rank[i, p]: the position of pixel p in image i's order; after step k the first cut[k] move.
     order = pixel_order(a.float(), seed).to(batch.device)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=batch.device).expand(n, -1))
     cut = torch.arange(steps + 1, device=batch.device) * (h * w) // steps
-
     with explaining(model), torch.no_grad():
         target = target_indices(target, model(batch), method)
         example = torch.arange(n, device=batch.device).repeat_interleave(steps + 1)
         step = torch.arange(steps + 1, device=batch.device).repeat(n)
         everything = torch.arange(n * (steps + 1), device=batch.device)
-        chunks = [
-            everything[part] for part in passes(len(everything), batch_size or pass_size(batch))
-        ]
+        parts = passes(len(everything), batch_size or pass_size(batch))
+        chunks = [everything[part] for part in parts]
         show = progress if progress is not None else len(chunks) > 20
         probabilities = []
         for chunk in tqdm(chunks, desc=method.replace("_", " "), disable=not show, leave=False):
@@ -467,6 +468,7 @@ def class_correlation(maps: torch.Tensor) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Spearman's rank correlation of each row of ``x`` with the same row of ``y``
     (``[..., D]``: two vectors, two batches ``[N, D]``, ...): the Pearson correlation of the ranks,
@@ -489,6 +491,7 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def rank(x: torch.Tensor) -> torch.Tensor:
     """Ranks 1..D along the last axis; tied values get the average of the ranks they span.
 
