@@ -93,7 +93,8 @@ c.SandboxedExecute.workers = 2  # submissions executed at a time; about one per 
 # HTML cleaned with an allow-list (no script, no event handler, no javascript:/data: link or
 # picture), and maths as MathML, which browsers draw without loading MathJax from the network.
 c.HTMLExporter.filters = {"markdown2html": "lecture_lib.grading.pages.markdown2html"}
-# The feedback pages load no MathJax from the network (lecture_lib/grading/templates/feedback).
+# The feedback pages and the Formgrader's submission page load no MathJax from the network (the
+# course's templates, lecture_lib/grading/templates: feedback/ and formgrade/).
 import nbgrader  # noqa: E402
 
 c.HTMLExporter.extra_template_basedirs = [

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import answer_calls, threads
 from .attribution import deconvnet, spatial_layers
 from .targets import Neuron, explaining, finish, get_layer, prepare
 
@@ -35,6 +35,7 @@ def relu_layers(model: nn.Module) -> list[str]:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def feature_maps(
     model: nn.Module, inputs: torch.Tensor, layers: str | list[str] | None = None
 ) -> dict[str, torch.Tensor]:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import relevance, threads
+from . import answer_calls, relevance, threads
 from .rules import check_rule, record_references, use_rescale, use_rule
 from .targets import (
     Neuron,
@@ -108,6 +108,7 @@ def _input_gradient(f: torch.Tensor, batch: torch.Tensor, method: str) -> torch.
 
 
 @threads.under_policy
+@answer_calls.recorded
 def gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""The gradient of the target score w.r.t. the input, :math:`w = \partial S_c/\partial I|_{I_0}`:
     the slope of the first-order Taylor expansion :math:`S_c(I) \approx w^T I + b` around the image."""
@@ -116,6 +117,7 @@ def gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tenso
 
 
 @threads.under_policy
+@answer_calls.recorded
 def saliency(
     model: nn.Module, inputs: torch.Tensor, target=None, reduce: str = "max"
 ) -> torch.Tensor:
@@ -142,6 +144,7 @@ def saliency(
 
 
 @threads.under_policy
+@answer_calls.recorded
 def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Input times gradient, :math:`x_i\, \partial S_c/\partial x_i`: for a linear model
     :math:`y = w^T x` exactly the contribution :math:`w_i x_i` of each input. (A pixel whose value
@@ -151,6 +154,7 @@ def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target=None) -> tor
 
 
 @threads.under_policy
+@answer_calls.recorded
 def deconvnet(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Zeiler & Fergus's DeconvNet: backpropagate with the ReLU rule
     :math:`R^l = (R^{l+1} > 0)\, R^{l+1}` (conv: flipped kernel; max-pool: unpool to the switches)."""
@@ -159,6 +163,7 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tens
 
 
 @threads.under_policy
+@answer_calls.recorded
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target=None) -> torch.Tensor:
     r"""Springenberg et al.'s guided backpropagation: the ReLU rule
     :math:`R^l = (f^l > 0)(R^{l+1} > 0)\, R^{l+1}`, both masks of gradient and DeconvNet at once."""
@@ -167,6 +172,7 @@ def guided_backprop(model: nn.Module, inputs: torch.Tensor, target=None) -> torc
 
 
 @threads.under_policy
+@answer_calls.recorded
 def backprop(
     model: nn.Module, inputs: torch.Tensor, target=None, rule: str = "gradient"
 ) -> torch.Tensor:
@@ -193,6 +199,7 @@ def _with_gap(model, attributions, batch, reference, target, inputs, single, ret
 
 
 @threads.under_policy
+@answer_calls.recorded
 def integrated_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -299,6 +306,7 @@ from .targets import get_layer, keep_output, layer_names  # noqa: E402
 
 
 @threads.under_policy
+@answer_calls.recorded
 def grad_cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -365,6 +373,7 @@ def hires_cam(
 
 
 @threads.under_policy
+@answer_calls.recorded
 def guided_grad_cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -393,6 +402,7 @@ def guided_grad_cam(
     return finish(guided * cam[:, None], inputs, single)
 
 
+@answer_calls.recorded
 def _grad_cam(model, batch, target, layer, upsample, elementwise, method) -> torch.Tensor:
     maps, grads = _maps_and_gradients(model, batch.clone(), target, layer, method)
     weights = grads if elementwise else grads.mean(dim=(2, 3), keepdim=True)  # alpha_k^c
@@ -460,6 +470,7 @@ def spatial_layers(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+@answer_calls.recorded
 def _maps_and_gradients(model, batch, target, layer, method):
     r"""The layer's output :math:`A` ``[N, K, h, w]`` and :math:`\partial f / \partial A`, from
     one forward and one backward pass that stops at the layer."""
@@ -498,6 +509,7 @@ def _maps_and_gradients(model, batch, target, layer, method):
 
 
 @threads.under_policy
+@answer_calls.recorded
 def smoothgrad(
     method,
     model: nn.Module,
@@ -607,6 +619,7 @@ def _smoothgrad(method, model, batch, target, samples, noise, seed, squared, bat
 
 
 @threads.under_policy
+@answer_calls.recorded
 def lrp(
     model: nn.Module,
     inputs: torch.Tensor,

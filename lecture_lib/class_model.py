@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import precision, threads
+from . import answer_calls, precision, threads
 from .data import gaussian_blur
 from .targets import (
     Neuron,
@@ -66,6 +66,7 @@ NOISE = 0.02
 
 @threads.under_policy
 @with_gradients  # also under torch.no_grad() or torch.inference_mode()
+@answer_calls.recorded
 def visualize(
     model: nn.Module,
     target: int | Sequence[int] | Neuron,

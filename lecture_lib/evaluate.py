@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import threads
+from . import answer_calls, threads
 from .data import gaussian_blur
 from .targets import (
     as_batch,
@@ -136,6 +136,7 @@ def dilate(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def pointing_game(
     attributions: torch.Tensor,
     masks: torch.Tensor,
@@ -243,6 +244,7 @@ def make_substrate(inputs: torch.Tensor, substrate="mean") -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The pixels of each map, most important first: ``[N, H*W]`` flat indices (row-major).
 
@@ -257,6 +259,7 @@ def pixel_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def deletion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -298,6 +301,7 @@ def deletion_curve(
 
 
 @threads.under_policy
+@answer_calls.recorded
 def insertion_curve(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -319,6 +323,7 @@ def insertion_curve(
     return _curve(*arguments, "insertion")
 
 
+@answer_calls.recorded
 def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_size, progress, kind):
     method = f"{kind}_curve"
     size = 1 if batch_size is None else batch_size
@@ -348,6 +353,7 @@ def _curve(model, inputs, attributions, target, steps, substrate, seed, batch_si
     return curve[0] if single else curve
 
 
+@answer_calls.recorded
 def _removal(inputs, attributions, steps, substrate, seed, kind, method, device=None):
     """What a curve shows: ``(batch, single, first, then, rank, cut)``, checked. Pixel p of image
     i shows ``then`` instead of ``first`` after step k if ``rank[i, p] < cut[k] = k H W // steps``:
@@ -372,10 +378,8 @@ def _removal(inputs, attributions, steps, substrate, seed, kind, method, device=
             f"with H, W = {h}, {w}."
         )
     background = make_substrate(batch, substrate).to(batch.device)
-    if kind == "deletion":
-        first, then = batch, background  # the most important pixels go to the substrate ...
-    else:
-        first, then = background, batch  # ... or come back from the substrate to the image
+    # the most important pixels go to the substrate (deletion) or come back from it (insertion)
+    first, then = (batch, background) if kind == "deletion" else (background, batch)
     # rank[i, p]: the position of pixel p in image i's order; after step k the first cut[k] move.
     order = pixel_order(a.float(), seed).to(batch.device)
     rank = torch.empty_like(order)
@@ -385,6 +389,7 @@ def _removal(inputs, attributions, steps, substrate, seed, kind, method, device=
 
 
 @threads.under_policy
+@answer_calls.recorded
 def step_images(inputs, attributions, steps=20, substrate="mean", seed=0, kind="deletion"):
     """What ``deletion_curve`` (``kind="deletion"``) or ``insertion_curve`` shows the model after
     each step k, ``[N, steps + 1, C, H, W]`` (one image: ``[steps + 1, C, H, W]``): the first
@@ -471,6 +476,7 @@ def class_correlation(maps: torch.Tensor) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Spearman's rank correlation of each row of ``x`` with the same row of ``y``
     (``[..., D]``: two vectors, two batches ``[N, D]``, ...): the Pearson correlation of the ranks,
@@ -493,6 +499,7 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def rank(x: torch.Tensor) -> torch.Tensor:
     """Ranks 1..D along the last axis; tied values get the average of the ranks they span.
 

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import precision, threads
+from . import answer_calls, precision, threads
 from .targets import (
     Neuron,
     as_batch,
@@ -295,6 +295,7 @@ def fooling_image(
 
 @threads.under_policy
 @with_gradients  # also under torch.no_grad() or torch.inference_mode()
+@answer_calls.recorded
 def fast_gradient_sign(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -345,6 +346,7 @@ def fast_gradient_sign(
         return _result(model, batch, image, steps, source, target, single, method)
 
 
+@answer_calls.recorded
 def _margin_gradient(model, batch, source, target) -> torch.Tensor:
     r""":math:`g = \partial (S_t - S_c) / \partial I` for each image (one forward, one backward)."""
     x = batch.clone().requires_grad_(True)
@@ -376,6 +378,7 @@ def _smallest_epsilon(model, batch, direction, target, max_epsilon, clamp) -> to
 
 @threads.under_policy
 @with_gradients  # also under torch.no_grad() or torch.inference_mode()
+@answer_calls.recorded
 def taylor_estimate(model: nn.Module, inputs: torch.Tensor, target) -> TaylorEstimate:
     r"""The linear model's answer: how large must a change be to make class ``target`` win?
 

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import answer_calls, threads
 from . import incremental as _incremental
-from . import threads
 from .regions import (
     check_positive_int,
     check_windows,
@@ -58,6 +58,7 @@ SHOW_PROGRESS_ABOVE = 20
 
 
 @threads.under_policy
+@answer_calls.recorded
 def occlusion(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -206,6 +207,7 @@ def _covers(starts: torch.Tensor, side: int, window: int) -> torch.Tensor:
 
 
 @threads.under_policy
+@answer_calls.recorded
 def single_feature(
     model: nn.Module,
     inputs: torch.Tensor,

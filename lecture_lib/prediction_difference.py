@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import answer_calls, threads
 from . import incremental as _incremental
-from . import threads
 from .regions import check_positive_int, check_windows, window_positions
 from .targets import (
     Neuron,
@@ -142,6 +142,7 @@ def condition(
 
 
 @threads.under_policy
+@answer_calls.recorded
 def prediction_difference(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import answer_calls
 from .rules import (
     _MAX_POOL_2D,
     _QUERIES,
@@ -133,6 +134,7 @@ class Layer:
         return self.transpose(torch.cat([s, t], dim=1), torch.cat([w, v]))
 
 
+@answer_calls.recorded
 def layer_relevance(
     rule: str, layer: Layer, x, relevance, z=None, epsilon=1e-6, gamma=0.25, low=0.0, high=1.0
 ) -> torch.Tensor:

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from . import answer_calls
+
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided")
 RELEVANCE = "relevance"
 """The ReLU rule of layer-wise relevance propagation: the relevance passes on unchanged."""
@@ -54,6 +56,7 @@ def check_rule(rule: str) -> str:
     return rule
 
 
+@answer_calls.recorded
 def relu_backward(forward_input, grad_output, rule: str):
     r"""One ReLU's backward pass by ``rule``, elementwise, for numpy arrays or tensors.
 
@@ -212,6 +215,7 @@ class ReLURuleMode(TorchFunctionMode):
 
 
 @contextmanager
+@answer_calls.recorded
 def use_rule(rule: str, layers=None) -> Iterator[ReLURuleMode]:
     """Inside ``with use_rule(rule):`` every ReLU of every model backpropagates by ``rule``
     (``"gradient"``, ``"deconvnet"`` or ``"guided"``). Leaves nothing behind, also on errors.

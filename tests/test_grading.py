@@ -830,6 +830,35 @@ def test_written_answers_show_as_written_without_script_and_with_maths(course):
     assert "<math" in page and "<mi>w</mi>" in page and "cdnjs" not in page
 
 
+def test_the_formgrader_shows_written_answers_without_script_and_with_maths_offline(
+    graded, course, tmp_path
+):
+    """The page the instructor grades a submission in (nbgrader's Formgrader on a Jupyter
+    server), opened in Chromium with every request off 127.0.0.1 refused."""
+    pytest.importorskip("playwright.sync_api", reason="needs pip install playwright")
+    import formgrader_page as formgrader
+
+    if not formgrader.CHROMIUM.exists():
+        pytest.skip("needs Debian's Chromium: apt-get install -y chromium")
+    submission = formgrader.submission_id(course, SCENARIOS, "floods")
+    with formgrader.Formgrader(course, tmp_path) as server:
+        seen = formgrader.look_at(
+            server.url(f"formgrader/submissions/{submission}/"), tmp_path / "formgrader.png"
+        )
+    assert seen["status"] == 200
+    assert seen["offsite"] == [] and seen["dialogs"] == [] and seen["pwned"] is None, seen
+    assert seen["answer_handlers"] == [] and seen["answer_scripts"] == 0
+    # nbgrader's own button that shows or hides the student's name is the page's only handler
+    assert set(seen["handlers"]) <= {"toggle_name(true);", "toggle_name(false);"}
+    script = re.compile(r"\s*(javascript|data|vbscript):", re.I)
+    assert [a for a in seen["addresses"] if script.match(a)] == []
+    text = seen["text"]
+    assert "a < b & c > d" in text and "&lt;" not in text and "&amp;" not in text
+    assert re.findall(r"\$[^$\n]+\$", text) == [] and "\\approx" not in text and "≈" in text
+    assert seen["maths"] and all(b and b["width"] > 5 and b["height"] > 5 for b in seen["maths"])
+    assert not seen["mathjax"]  # no MathJax, and so none of its error boxes
+
+
 def test_hidden_cases_are_drawn_at_grading_time(course):
     """The hidden checks do not run on the seeds written in the solution."""
     autograded = read(notebook_path(course / "grading" / "autograded" / "full", SCENARIOS))

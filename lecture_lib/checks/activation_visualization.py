@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .. import activations
+from .. import activations, answer_calls
 from ..models import load_shapes_net
 from .core import (
     Check,
@@ -105,6 +105,7 @@ def _layer_inputs(model: nn.Module, images: torch.Tensor, layers) -> dict[str, t
     return captured
 
 
+@answer_calls.recorded
 def receptive_fields(model: nn.Module) -> dict[str, int]:
     r"""The side of the input square that one unit of each conv / max-pool layer sees:
 

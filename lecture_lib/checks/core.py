@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import answer_calls
 from ..data import CLASSES, make_shapes
 from ..models import load_shapes_net
 
@@ -86,40 +85,31 @@ def library_note(called: list[str]) -> str:
 
 
 def library_functions(names) -> dict:
-    """``{code object: dotted name}`` of the library functions called ``names``."""
-    codes = {}
+    """``{function: dotted name}`` of the library functions called ``names`` (each as the
+    undecorated function that ``answer_calls.watching`` lists)."""
+    functions = {}
     for name in names:
         module, _, attribute = name.rpartition(".")
-        function = inspect.unwrap(getattr(importlib.import_module(module), attribute))
-        code = getattr(function, "__code__", None)
-        if code is not None:
-            codes[code] = name
-    return codes
+        functions[inspect.unwrap(getattr(importlib.import_module(module), attribute))] = name
+    return functions
 
 
 @contextmanager
 def library_calls(names) -> Iterator[list[str]]:
-    """Inside the block, record each call of the library functions ``names`` (by their code
-    objects, so an alias or a ``from ... import`` is caught too), in the thread that runs the
-    block and in every thread started inside it (a worker pool the answer creates)."""
+    """Inside the block, record each call of the library functions ``names``, from any thread
+    (a worker pool made before the block too) and by any name (an alias, a callback): the
+    list the block receives holds their names once the block ends. Each of them carries
+    ``answer_calls.recorded`` (``tests/test_answer_calls.py`` checks every ``Check.library``)."""
     called: list[str] = []
-    codes = library_functions(names)
-    if not codes:
+    functions = library_functions(names)
+    if not functions:
         yield called
         return
-    previous, previous_threads = sys.getprofile(), threading.getprofile()
-
-    def profile(frame, event, _arg):
-        if event == "call" and frame.f_code in codes:
-            called.append(codes[frame.f_code])
-
-    sys.setprofile(profile)
-    threading.setprofile(profile)
-    try:
-        yield called
-    finally:
-        sys.setprofile(previous)
-        threading.setprofile(previous_threads)
+    with answer_calls.watching() as seen:
+        try:
+            yield called
+        finally:
+            called.extend(functions[f] for f in list(seen) if f in functions)
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import attribution, rules
+from .. import answer_calls, attribution, rules
 from ..data import CLASSES
 from ..models import load_shapes_net
 from .core import (
@@ -148,6 +148,7 @@ check_relu_function = Check(
 )
 
 
+@answer_calls.recorded
 def reference_relu_function(rule: str) -> type[torch.autograd.Function]:
     """A ``torch.autograd.Function``: ReLU forward, ``rule`` backward (``rules.relu_backward``)."""
     rules.check_rule(rule)

@@ -80,6 +80,7 @@ class Graph:
     refers: dict[str, set[str]]  # dotted name -> dotted names it uses
     bare: dict[str, set[str]]  # dotted name -> modules it uses as a value (getattr(mod, name))
     modules: set[str]
+    decorators: set[str]  # dotted names that decorate a definition: they run at import
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,6 +95,7 @@ def graph() -> Graph:
                 defined[f"{module}.{node.name}"] = node
     refers: dict[str, set[str]] = {}
     bare: dict[str, set[str]] = {}
+    decorators: set[str] = set()
     for module, (path, tree) in sources.items():
         names: dict[str, str] = {}  # local name -> dotted library name (module or function)
         for node in ast.walk(tree):
@@ -110,6 +112,9 @@ def graph() -> Graph:
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names.setdefault(node.name, f"{module}.{node.name}")
+        for node in ast.walk(tree):
+            for decorator in getattr(node, "decorator_list", ()):
+                decorators |= _names_in(decorator, names, modules)
         for node in tree.body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue
@@ -133,7 +138,19 @@ def graph() -> Graph:
                     else:
                         used.add(target)
             refers[me], bare[me] = used - {me}, values
-    return Graph(defined, refers, bare, modules)
+    return Graph(defined, refers, bare, modules, decorators)
+
+
+def _names_in(node: ast.AST, names: dict[str, str], modules: set[str]) -> set[str]:
+    """The library functions (dotted) that the expression ``node`` names."""
+    found = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+            if names.get(sub.value.id) in modules:
+                found.add(f"{names[sub.value.id]}.{sub.attr}")
+        elif isinstance(sub, ast.Name) and sub.id in names and names[sub.id] not in modules:
+            found.add(names[sub.id])
+    return found
 
 
 def _reach(g: Graph, roots, within: set[str] | None = None) -> set[str]:
@@ -218,7 +235,8 @@ def plan(
         if f"{module}.{value}" in g.defined
     }
     needed |= _reach(g, handed)
-    absent = (judge_code if keep_answers else wanted | judge_code) - needed
+    # A decorator runs when its module is imported: it stays, or nothing of that module works.
+    absent = (judge_code if keep_answers else wanted | judge_code) - needed - g.decorators
     public = {d: n for c in checks_called if c in parts for d, n in parts[c][3].items()}
     recorded = {(d, public[d]) for d in set(public) & needed}  # recorded by its public name
     return Plan(frozenset(n for n in absent if n in g.defined), frozenset(recorded))
