@@ -606,7 +606,7 @@ def overflowing(measured: dict) -> list[str]:
         f"slide {k} ({s['where']}) {s['heading']!r}: {s['tall']} x {s['wide']} px "
         f"(the slide is {height} x {width}), {s['outside']} elements outside"
         for k, s in enumerate(measured["seen"])
-        if s["tall"] > height + 1 or s["wide"] > width + 1 or s["outside"]
+        if s["tall"] > height or s["wide"] > width or s["outside"]
     ]
 
 
