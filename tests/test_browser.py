@@ -321,7 +321,7 @@ def change_one_control(page, view) -> tuple[str, list[float]]:
         assert not result.get("late"), f"{label!r}: no new picture in {CHANGE_S} s"
         assert result["complete"] and picture(view) != before, (label, options[choice], result)
         painted.append(result["ms"])
-        chosen.append(repr(options[choice]))
+        chosen.append(repr(options[choice].replace("\xa0", " ")))
         page.wait_for_function(IDLE, timeout=CHANGE_S * 1000)
     return f"{label} -> {', '.join(chosen)}", painted
 
