@@ -278,7 +278,7 @@ def test_05_noise_is_springenbergs_motivation_and_other_causes_are_cited():
     for text in prose(lecture("05")):
         if "noisy" in text and "What to remember" not in text:
             assert "Springenberg" in text and "Smilkov" in text and "Balduzzi" in text, text[:200]
-    sources = markdown(lecture("05"), "## Sources")
+    sources = markdown(lecture("05"), "## Sources\n")  # not its continuation
     assert "SmoothGrad" in sources and "shattered gradients" in sources
 
 
