@@ -843,7 +843,7 @@ def test_08_teaches_adversarial_examples_and_fooling_images():
     intro = flat(markdown(nb, "# Lecture 6, beyond the lecture (part 8)"))
     assert "**adversarial examples** (Szegedy et al. 2014; Goodfellow et al. 2015)" in intro
     assert "**fooling images** (Nguyen et al. 2015)" in intro and "Part 3's class models" in intro
-    sources = flat(markdown(nb, "## Sources"))
+    sources = flat(markdown(nb, "## Sources\n"))  # not its continuation
     assert "Nguyen, Anh, Yosinski, Jason, and Clune, Jeff" in sources
     assert "Szegedy, Christian" in sources
     assert "variant of Goodfellow et al. (2015)'s **fast gradient sign method**" in flat(
