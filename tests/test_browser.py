@@ -557,12 +557,6 @@ def test_offline_deck_in_the_browser(tmp_path, browser, shots, report):
 SCREEN = {"width": 1280, "height": 720}
 """A projector's or a laptop's 720p screen."""
 
-STILL_SCROLLING = {f"{n:02d}" for n in (8, 9)}
-"""Lectures whose decks still have slides that scroll: each is expected to fail (strictly: once
-its slides fit, the test says so and this set loses it); the slides are listed in times.txt."""
-
-STILL = "its slides that do not fit are listed in times.txt; once they fit, drop it from the set"
-
 EVERY_SLIDE = """async () => {
     const {width, height} = Reveal.getConfig();
     // the deck typesets and fits a slide in MathJax's queue when it is shown: wait for both,
@@ -631,19 +625,7 @@ def overflowing(measured: dict) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    "lecture",
-    [
-        pytest.param(
-            p,
-            marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=STILL)]
-            if p.stem[:2] in STILL_SCROLLING
-            else [],
-        )
-        for p in LECTURES
-    ],
-    ids=[p.stem for p in LECTURES],
-)
+@pytest.mark.parametrize("lecture", LECTURES, ids=[p.stem for p in LECTURES])
 def test_no_slide_scrolls_at_1280x720(lecture, all_decks, browser, report):
     """Each slide of the deck is shown (all its fragments) at 1280x720 with the network
     blocked, after MathJax and the deck's own fitting; its content must fit reveal.js's slide
