@@ -1,5 +1,7 @@
 """Shared fixtures: the shipped model and a small batch of unseen shapes."""
 
+import os
+
 import pytest
 import torch
 
@@ -29,14 +31,28 @@ SLOWEST_FIRST = (
     "tests/test_jupyterhub.py",
     "tests/test_portable.py",
 )
-"""The test files that take longest, collected first. pytest runs on every core
-(``-n auto --dist loadfile`` in pyproject.toml: each file on one worker, in collection order),
-so the longest files start at once on different workers while the short ones fill the gaps."""
+"""The test files that take longest, collected first, then the notebooks (10-30 s each), then
+the many short files that fill the gaps."""
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker more than the cores the tests may use. Many tests wait (for a
+    kernel, a browser, a grader's sandbox, a time limit); the extra worker computes meanwhile."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1
 
 
 def pytest_collection_modifyitems(config, items):
+    """pytest runs on every core (``-n auto --dist loadfile`` in pyproject.toml): each file on one
+    worker (its tests share its fixtures), the files in collection order, so the longest start
+    first on different workers while the short ones fill the gaps."""
     rank = {path: k for k, path in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+    def order(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        return rank.get(path, len(rank)), 0 if path.endswith(".ipynb") else 1
+
+    items.sort(key=order)
 
 
 @pytest.fixture(autouse=True)
