@@ -29,6 +29,10 @@ WINDOWS = (4, 8, 16)
 
 GREY = "grey occlusion"
 
+COARSE_SAMPLES = 1
+"""A new map of more samples per window is shown first from this many ("refining…"), then
+from all of them: the first picture comes as fast as the forward passes of one sample allow."""
+
 
 @threads.under_policy
 def prediction_difference_explorer(
@@ -48,7 +52,9 @@ def prediction_difference_explorer(
 
     ``data`` are the images the window's values are drawn from; the Gaussian of the conditional
     sampler is fitted on them once per window size. Maps are computed when first shown and kept
-    in ``explorer.cache`` (bounded, as every explorer's).
+    in ``explorer.cache`` (bounded, as every explorer's). A new map of more than
+    ``COARSE_SAMPLES`` samples per window shows its ``COARSE_SAMPLES``-sample estimate first,
+    titled "refining…", then the map of all its samples.
     """
     function = "prediction_difference_explorer"
     batch = _batch(images, function)
@@ -81,6 +87,7 @@ def prediction_difference_explorer(
     colorbar(figure, map_artist, scale, "bits for the class (occlusion: drop of the score)")
     gaussians: dict[int, object] = {}
     cache = Cache(CACHED_RESULTS)
+    built: dict = {}  # the explorer, once built: a coarse map goes to its picture at once
 
     def compute(i: int, c: int, kind: str, w: int, n: int) -> np.ndarray:
         stride = max(1, w // 2)
@@ -98,21 +105,31 @@ def prediction_difference_explorer(
             samples=n, padding=padding, progress=False,
         )  # fmt: skip
 
+    def paint(i: int, c: int, kind: str, w: int, n: int, values: np.ndarray, note="") -> dict:
+        p = probabilities[i]
+        style = plot.map_style(values, signed=True, function=function)
+        image_artist.set_data(pictures[i])
+        left.set_title(f"image {i}: {names[int(p.argmax())]} (p = {p.max():.2f})")
+        detail = "" if kind == GREY else f", {n} sample{'s' if n > 1 else ''}{note}"
+        right.set_title(f"{kind}, window {w}, stride {max(1, w // 2)}{detail}\nfor {names[c]}")
+        show_map(map_artist, style)
+        return {"image": pictures[i], "map": style.values, "target": c}
+
     def draw(values: dict) -> dict:
         i, kind, w, n = values["image"], values["sampler"], values["window"], values["samples"]
         p = probabilities[i]
         c = int(p.argmax()) if values["target"] == PREDICTED else values["target"]
         key = (i, c, kind, w, 0 if kind == GREY else n)
         if key not in cache:
+            if kind != GREY and n > COARSE_SAMPLES and "explorer" in built:
+                # a map of fewer samples per window first (n / COARSE_SAMPLES times cheaper)
+                coarse = compute(i, c, kind, w, COARSE_SAMPLES).float().numpy()
+                paint(i, c, kind, w, COARSE_SAMPLES, coarse, note=", refining…")
+                built["explorer"].show(status=f"refining: {n} samples per window…")
             cache[key] = compute(i, c, kind, w, n).float().numpy()
-        style = plot.map_style(cache[key], signed=True, function=function)
-        image_artist.set_data(pictures[i])
-        left.set_title(f"image {i}: {names[int(p.argmax())]} (p = {p.max():.2f})")
-        detail = "" if kind == GREY else f", {n} samples"
-        right.set_title(f"{kind}, window {w}, stride {max(1, w // 2)}{detail}\nfor {names[c]}")
-        show_map(map_artist, style)
-        return {"image": pictures[i], "map": style.values, "target": c, "key": key}
+        return {**paint(i, c, kind, w, n, cache[key]), "key": key}
 
     explorer = Explorer(controls, figure, draw, changing=changing_parts(left, right, scale))
     explorer.cache = cache
+    built["explorer"] = explorer
     return explorer

@@ -97,7 +97,7 @@ SNAPSHOT_EVERY = 10
 """``class_model_explorer`` keeps the image after every this many steps of an ascent (the steps
 slider's step), so fewer steps of a setting already run need no new ascent."""
 
-FIRST_FRAME_S = 0.04
+FIRST_FRAME_S = 0.01
 REFRESH_S = 0.3
 """A new ascent of ``class_model_explorer`` is on screen after ``FIRST_FRAME_S`` seconds of
 computing (the steps so far, titled "step k of n…"), then every ``REFRESH_S`` seconds (or

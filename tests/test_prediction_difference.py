@@ -325,3 +325,39 @@ def test_explorer_draws_every_sampler(shapes):
     )
     with pytest.raises(ValueError, match="window must be one of"):
         prediction_difference_explorer(model, images[:1], data, window=5)
+
+
+def test_explorer_shows_a_one_sample_map_first_then_the_map_of_every_sample(shapes):
+    from lecture_lib import prediction_difference_widgets as pdw
+
+    model, images, data = shapes
+    explorer = pdw.prediction_difference_explorer(
+        model, images[:2], data, window=16, sampler="marginal", samples=3
+    )
+    frames = []
+    explorer.image.observe(
+        lambda change: frames.append((explorer.figure.axes[1].get_title(), explorer.status.value)),
+        names="value",
+    )
+    explorer.controls["image"].value = 1
+    (coarse_title, coarse_status), (title, status) = frames
+    assert "1 sample, refining…" in coarse_title and coarse_status.startswith("refining")
+    assert "3 samples" in title and "refining" not in title and status == ""
+    c = explorer.shown["target"]
+
+    def exact(samples):
+        return prediction_difference(
+            model, images[1], c, window=16, stride=8, sampler="marginal", data=data,
+            samples=samples, progress=False,
+        )  # fmt: skip
+
+    kept = torch.as_tensor(explorer.cache[explorer.shown["key"]])
+    assert explorer.shown["key"][-1] == 3 and torch.equal(kept, exact(3).float())
+    assert not torch.allclose(kept, exact(1).float())
+    frames.clear()
+    explorer.controls["image"].value = 0
+    explorer.controls["image"].value = 1  # kept: the map of every sample at once
+    assert len(frames) == 2 and "refining" not in frames[-1][0]
+    frames.clear()
+    explorer.controls["sampler"].value = pdw.GREY  # one pass per window: nothing to refine
+    assert len(frames) == 1
