@@ -547,7 +547,7 @@ def test_randomization_bad_input_is_named(shapes_net, shapes_batch):
 
 def test_maps_per_class_explains_each_image_for_its_most_probable_classes(shapes_net):
     from lecture_lib import attribution
-    from lecture_lib.evaluate import class_correlation, maps_per_class
+    from lecture_lib.class_sensitivity import class_correlation, maps_per_class
 
     images = make_shapes(3, seed=4)[0]
     maps, classes = maps_per_class(shapes_net, images, attribution.gradient, k=3)
@@ -563,7 +563,7 @@ def test_maps_per_class_explains_each_image_for_its_most_probable_classes(shapes
 
 
 def test_class_correlation_of_identical_and_opposite_maps():
-    from lecture_lib.evaluate import class_correlation
+    from lecture_lib.class_sensitivity import class_correlation
 
     m = torch.rand(1, 1, 8, 8)
     assert torch.allclose(class_correlation(torch.cat([m, 2 * m], dim=1)), torch.ones(1, 1))
