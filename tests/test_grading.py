@@ -513,6 +513,21 @@ def threaded_integrated_gradients(nb):
     return nb
 
 
+def step_images_deletion_curve(nb):
+    """Assignment 06: the deletion curve from ``evaluate.step_images`` (the images lecture 06's
+    explorer shows at each step), its name put together at run time: the model's probabilities
+    on those images are the curve."""
+    cell(nb, "deletion_curve").source = (
+        "import importlib\n\n"
+        "def deletion_curve(model, image, importance, target, steps):\n"
+        "    library = importlib.import_module('lecture_lib.' + 'evaluate')\n"
+        "    shown = getattr(library, 'step' + '_images')(image, importance, steps=steps)\n"
+        "    with torch.no_grad():\n"
+        "        return model(shown).softmax(dim=1)[:, target]\n"
+    )
+    return nb
+
+
 def students(assignment: str, course: Path, port: int) -> dict:
     """Each student's submission (a notebook, or raw text/bytes), by student id."""
     solution = read(notebook_path(ROOT / "solutions", assignment))
@@ -521,6 +536,8 @@ def students(assignment: str, course: Path, port: int) -> dict:
     if assignment == "02_saturation":
         handed_in["library_answer"] = library_integrated_gradients(copy.deepcopy(solution))
         handed_in["library_thread"] = threaded_integrated_gradients(copy.deepcopy(solution))
+    if assignment == "06_evaluation":
+        handed_in["step_images"] = step_images_deletion_curve(copy.deepcopy(solution))
     if assignment == SCENARIOS:
         for student, (how, _) in HOSTILE.items():
             nb = how(copy.deepcopy(solution), copy.deepcopy(exercise), course)
@@ -750,6 +767,11 @@ def test_an_answer_that_calls_the_library_earns_nothing_and_is_told_why(graded, 
     assert "not available while grading" in feedback(course, "threaded_library")
 
 
+def test_a_deletion_curve_from_the_explorers_step_images_earns_nothing(graded):
+    # a correct answer outside grading (the instant check passes it, with a note)
+    assert lost_points(graded, "step_images", "06_evaluation") == {"test_deletion_curve": 3}
+
+
 def test_forged_results_are_refused_and_said_so(course):
     assert "no call of this check cell asked for" in feedback(course, "forged_messages")
     page = feedback(course, "forged_patch")
@@ -776,7 +798,8 @@ def test_nothing_a_submission_does_changes_the_course_or_other_submissions(grade
     assert graded["before"] == graded["after"]
     assert graded["config_unchanged"]
     submissions = len(graded["before"]["grading/submitted"])
-    assert submissions == 2 * len(ASSIGNMENTS) + 2 + len(HOSTILE) + len(BROKEN)
+    # full and untouched of each; 02's two library answers and 06's step_images; the scenarios
+    assert submissions == 2 * len(ASSIGNMENTS) + 3 + len(HOSTILE) + len(BROKEN)
 
 
 def test_no_submission_reaches_the_network_or_leaves_a_process(graded):
