@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import answer_calls, threads
+from .class_sensitivity import class_correlation, maps_per_class  # noqa: F401 (evaluate.<name>)
 from .data import gaussian_blur
 from .targets import (
     as_batch,
