@@ -6,15 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import base64  # noqa: E402
 import copy  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from explorers import count_forward_passes, no_figure_left_open, png  # noqa: E402, F401
 
 from lecture_lib import attribution, cam_widgets, plot  # noqa: E402
 from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
@@ -25,28 +23,6 @@ SHAPES_LAYERS = ["conv1", "relu1", "conv2", "relu2", "conv3", "relu3", "conv4", 
 @pytest.fixture(scope="module")
 def images():
     return make_shapes(3, seed=2026)[:2]
-
-
-@pytest.fixture(autouse=True)
-def _no_figure_left_open():
-    assert plt.get_fignums() == []
-    yield
-    assert plt.get_fignums() == [], "an explorer left a pyplot figure open"
-
-
-def png(explorer) -> str:
-    assert explorer.error is None, explorer.error
-    return base64.b64encode(explorer.image.value).decode("ascii")
-
-
-@contextmanager
-def count_forward_passes(model):
-    calls = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def cam_from_scratch(model, image, c, layer, per_position=False):

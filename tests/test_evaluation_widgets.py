@@ -6,14 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import base64  # noqa: E402
 import copy  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from explorers import count_forward_passes, no_figure_left_open, png  # noqa: E402, F401
 
 from lecture_lib import attribution, evaluate, evaluation_widgets  # noqa: E402
 from lecture_lib.data import CLASSES, make_shapes  # noqa: E402
@@ -32,28 +30,6 @@ def case(shapes_net):
         "mask": masks.float(),
     }
     return images, maps
-
-
-@pytest.fixture(autouse=True)
-def _no_figure_left_open():
-    assert plt.get_fignums() == []
-    yield
-    assert plt.get_fignums() == [], "an explorer left a pyplot figure open"
-
-
-def png(explorer) -> str:
-    assert explorer.error is None, explorer.error
-    return base64.b64encode(explorer.image.value).decode("ascii")
-
-
-@contextmanager
-def count_forward_passes(model):
-    calls = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def by_hand(model, image, importance, k, kind="deletion", substrate=None):

@@ -6,15 +6,14 @@ matplotlib.use("Agg")
 
 import base64  # noqa: E402
 import copy  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import ipywidgets  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from explorers import count_forward_passes, no_figure_left_open, png  # noqa: E402, F401
 from matplotlib.figure import Figure  # noqa: E402
 
 from lecture_lib import (  # noqa: E402
@@ -35,30 +34,6 @@ TEST_SEED = 2026
 @pytest.fixture(scope="module")
 def images():
     return make_shapes(4, seed=TEST_SEED)[:2]
-
-
-@pytest.fixture(autouse=True)
-def _no_figure_left_open():
-    assert plt.get_fignums() == []
-    yield
-    assert plt.get_fignums() == [], "an explorer left a pyplot figure open"
-
-
-def png(explorer) -> str:
-    """The picture the explorer shows now (base64 PNG)."""
-    assert explorer.image.layout.display != "none" and explorer.output.outputs == ()
-    return base64.b64encode(explorer.image.value).decode("ascii")
-
-
-@contextmanager
-def count_forward_passes(model):
-    """Counts the model's forward passes inside the block (the hook is removed afterwards)."""
-    calls = []
-    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def changed(explorer, action):
